@@ -1,0 +1,4 @@
+"""Pretraining data: preparation into packed Arrow shards, loading, and the masking collator.
+
+Import the submodules by their full path (`from budget_bert.data.collator import ...`).
+"""
