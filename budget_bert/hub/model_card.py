@@ -1,0 +1,212 @@
+"""The model card (README.md with Hub YAML metadata) written into each snapshot before it is pushed.
+
+The caller fills a `ModelCardInfo` with the run's state at the snapshot; the architecture is read from the
+snapshot's own `config.json` and weights, so the card cannot disagree with the folder it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors import safe_open
+from transformers import TrainerState
+
+from budget_bert.hub.redaction import redact_secrets
+
+
+MODEL_CARD_NAME = "README.md"
+PROJECT_URL = "https://github.com/IntelLabs/academic-budget-bert"
+
+
+@dataclass
+class ModelCardInfo:
+    """The training state a snapshot's card reports; every field is optional ("not recorded" on the card).
+
+    Args:
+        budget_hours: the run's wall-clock training budget, in hours.
+        marker: the fraction of the budget at which the snapshot was taken (0.5 for `marker-0.50`); None for
+            the snapshot at the end of training.
+        elapsed_seconds: training time used when the snapshot was taken.
+        optimizer_steps: optimizer steps taken (`TrainerState.global_step`).
+        tokens_seen: input tokens seen, over all processes (`TrainerState.num_input_tokens_seen`).
+        eval_loss: the last validation loss before the snapshot.
+        hardware: what trained the model, e.g. `describe_hardware(world_size)`.
+        command_line: the command that started the run (`sys.argv`); secrets are redacted on the card.
+    """
+
+    budget_hours: float | None = None
+    marker: float | None = None
+    elapsed_seconds: float | None = None
+    optimizer_steps: int | None = None
+    tokens_seen: int | None = None
+    eval_loss: float | None = None
+    hardware: str | None = None
+    command_line: list[str] | None = None
+
+    @classmethod
+    def from_trainer_state(
+        cls,
+        state: TrainerState,
+        *,
+        marker: float | None,
+        elapsed_seconds: float,
+        budget_hours: float,
+        world_size: int,
+        command_line: list[str],
+    ) -> ModelCardInfo:
+        """The card info of a snapshot taken now: steps, tokens and the last eval loss come from `state`.
+
+        `state.num_input_tokens_seen` counts only with `--include_num_input_tokens_seen`; 0 reads "not recorded".
+        """
+        eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+        return cls(
+            budget_hours=budget_hours,
+            marker=marker,
+            elapsed_seconds=elapsed_seconds,
+            optimizer_steps=state.global_step,
+            tokens_seen=state.num_input_tokens_seen or None,
+            eval_loss=eval_losses[-1] if eval_losses else None,
+            hardware=describe_hardware(world_size),
+            command_line=list(command_line),
+        )
+
+
+def describe_hardware(world_size: int = 1) -> str:
+    """Describe the accelerators (or CPU) of this machine and the number of training processes."""
+    if torch.cuda.is_available():
+        names = Counter(torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count()))
+        devices = ", ".join(f"{count} x {name}" for name, count in names.items())
+    else:
+        devices = f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    processes = "1 process" if world_size == 1 else f"{world_size} processes"
+    return f"{devices}; {processes}"
+
+
+def count_parameters(snapshot_dir: str | os.PathLike) -> int | None:
+    """The number of parameters stored in the snapshot's safetensors files, or None if it has none."""
+    files = sorted(Path(snapshot_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(file, framework="pt") as weights:
+            for name in weights.keys():
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
+
+
+def _format_duration(seconds: float | None) -> str | None:
+    return None if seconds is None else str(timedelta(seconds=round(seconds)))
+
+
+def _format_count(value: int | None) -> str | None:
+    return None if value is None else f"{value:,}"
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {label} | {'not recorded' if value is None else value} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def render_model_card(
+    info: ModelCardInfo, *, snapshot_dir: str | os.PathLike, repo_id: str, branch: str, also_main: bool
+) -> ModelCard:
+    """Build the card of the snapshot in `snapshot_dir`, pushed to `repo_id` on `branch` (and `main`)."""
+    config = json.loads((Path(snapshot_dir) / "config.json").read_text())
+    remote_code = "auto_map" in config
+    parameters = count_parameters(snapshot_dir)
+    architecture = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
+    command = shlex.join(redact_secrets(info.command_line)) if info.command_line else None
+
+    metadata = {key: value for key, value in asdict(info).items() if value is not None and key != "command_line"}
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="fill-mask",
+        tags=["budget-bert", "fill-mask", *(["custom_code"] if remote_code else [])],
+        budget_bert={"snapshot": branch, "architecture": architecture, **metadata},
+    )
+
+    if info.marker is not None:
+        budget = f" of the {info.budget_hours:g} h budget" if info.budget_hours is not None else " of the budget"
+        moment = f"at the time marker {info.marker:.2f}{budget}"
+    else:
+        moment = "at the end of training"
+    where = f"branch `{branch}`" + (" and on `main`" if also_main and branch != "main" else "")
+    trust = ", trust_remote_code=True" if remote_code else ""
+    training_rows = [
+        ("Budget", None if info.budget_hours is None else f"{info.budget_hours:g} h"),
+        ("Time marker", "end of training" if info.marker is None else f"{info.marker:.2f} of the budget"),
+        ("Elapsed training time", _format_duration(info.elapsed_seconds)),
+        ("Optimizer steps", _format_count(info.optimizer_steps)),
+        ("Tokens seen", _format_count(info.tokens_seen)),
+        ("Last evaluation loss", None if info.eval_loss is None else f"{info.eval_loss:.4f}"),
+        ("Hardware", info.hardware),
+    ]
+    architecture_rows = [
+        ("Architecture", f"`{architecture}` (model type `{config.get('model_type')}`)"),
+        ("Layers", config.get("num_hidden_layers")),
+        ("Hidden size", config.get("hidden_size")),
+        ("Attention heads", config.get("num_attention_heads")),
+        ("Intermediate size", config.get("intermediate_size")),
+        ("Vocabulary size", _format_count(config.get("vocab_size"))),
+        ("Maximum positions", config.get("max_position_embeddings")),
+        ("Parameters", _format_count(parameters)),
+    ]
+    body = f"""
+# {repo_id} ({branch})
+
+A BERT-like masked language model pretrained within a fixed wall-clock budget with budget-bert, a
+rebuild of [academic-budget-bert]({PROJECT_URL}) on the stock `transformers.Trainer`.
+This snapshot was taken {moment}; it is on the {where} of this repository.
+
+## Training state at this snapshot
+
+{_table(training_rows)}
+
+## Architecture
+
+{_table(architecture_rows)}
+
+## How to use
+
+```python
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{branch}")
+model = AutoModelForMaskedLM.from_pretrained("{repo_id}", revision="{branch}"{trust})
+# or, to finetune it on a classification task:
+classifier = AutoModelForSequenceClassification.from_pretrained("{repo_id}", revision="{branch}"{trust}, num_labels=2)
+```
+
+Each snapshot of the run is on a branch named after it (`marker-0.50` for the snapshot at half the budget,
+`end` for the end of training); `main` holds the final model.
+
+## Command line
+
+```
+{command or "not recorded"}
+```
+"""
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+def write_model_card(
+    snapshot_dir: str | os.PathLike, info: ModelCardInfo, *, repo_id: str, branch: str, also_main: bool
+) -> Path:
+    """Render the card of `snapshot_dir` and save it there as README.md; returns its path."""
+    card = render_model_card(info, snapshot_dir=snapshot_dir, repo_id=repo_id, branch=branch, also_main=also_main)
+    path = Path(snapshot_dir) / MODEL_CARD_NAME
+    card.save(path)
+    return path
