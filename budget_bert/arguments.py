@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from budget_bert.data.arguments import TextDataArguments
+
 # The largest step count the Trainer is given when the wall-clock budget, not a step count, ends training.
 UNBOUNDED_MAX_STEPS = 10**12
 
@@ -57,35 +59,23 @@ class ModelArguments:
         default=False, metadata={"help": "Allow code from --model_name_or_path / --tokenizer_name to run."}
     )
 
+    def __post_init__(self):
+        if self.model_type not in ("budget-bert", "bert-mlm"):
+            raise ValueError(f"--model_type {self.model_type}: use 'budget-bert' (the seed's 'bert-mlm')")
+
 
 @dataclass
-class DataArguments:
-    """Where the pretraining text comes from and how it is masked."""
+class DataArguments(TextDataArguments):
+    """Where the pretraining text comes from (prepared data, or raw text prepared on the fly) and how it is masked."""
 
     dataset_path: str | None = field(
         default=None, metadata={"help": "Folder written by prepare_data.py (packed, sharded, with validation)."}
     )
-    train_file: list[str] | None = field(
-        default=None, metadata={"help": "Raw text files to prepare on the fly (instead of --dataset_path)."}
-    )
-    validation_file: list[str] | None = field(
-        default=None, metadata={"help": "Raw text files for validation, prepared on the fly."}
-    )
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "A Hub dataset to prepare on the fly (instead of --dataset_path)."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    text_column: str = field(default="text", metadata={"help": "Text column of --dataset_name."})
-    max_seq_length: int = field(default=128, metadata={"help": "Packed sequence length (on-the-fly preparation)."})
     num_shards: int = field(
         default=8,
-        metadata={"help": "Shards of on-the-fly prepared data. One shard is the seed's 'epoch' for "
-                  "--validation_epochs and --num_epochs_between_checkpoints."},
+        metadata={"help": "Shards of on-the-fly prepared data (--train_file/--dataset_name). One shard is the "
+                  "seed's 'epoch' for --validation_epochs and --num_epochs_between_checkpoints."},
     )
-    validation_proportion: float = field(
-        default=0.01, metadata={"help": "Share of on-the-fly data held out for validation, without --validation_file."}
-    )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked (dynamically)."})
     max_predictions_per_seq: int | None = field(
         default=None, metadata={"help": "At most this many masked tokens per sequence (seed flag)."}
@@ -95,6 +85,24 @@ class DataArguments:
         metadata={"help": "Seed flag. 'dist': each process reads its own slice of every global batch (the "
                   "Trainer's distributed sampler); the only mode, kept for command compatibility."},
     )
+
+    def problems(self) -> list[str]:
+        """Every inconsistency, each naming its flag and the fix (empty when valid)."""
+        problems = super().problems()
+        if not (self.dataset_path or self.has_source):
+            problems.append("no training data: give --dataset_path (from prepare_data.py), --train_file or "
+                            "--dataset_name")
+        elif self.dataset_path and self.has_source:
+            problems.append("--dataset_path and --train_file/--dataset_name are two sources of training data: "
+                            "give one")
+        if self.num_shards < 1:
+            problems.append(f"--num_shards must be >= 1, got {self.num_shards}")
+        if self.data_loader_type != "dist":
+            problems.append(f"--data_loader_type {self.data_loader_type}: only 'dist' exists (the Trainer's "
+                            "distributed sampler)")
+        if not 0 < self.mlm_probability < 1:
+            problems.append(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        return problems
 
 
 @dataclass
@@ -133,6 +141,59 @@ class BudgetArguments:
     project_name: str | None = field(
         default=None, metadata={"help": "Project of the run for experiment trackers (sets WANDB_PROJECT)."}
     )
+    hub_push_timeout: float = field(
+        default=600.0,
+        metadata={"help": "With --push_to_hub: seconds to wait at the end of training for snapshot uploads still "
+                  "under way; what has not landed by then is listed with the command that pushes it later."},
+    )
+
+    def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every inconsistency, each naming its flag and the fix (empty when valid)."""
+        problems = []
+        if self.total_training_time <= 0:
+            problems.append(f"--total_training_time must be > 0 hours, got {self.total_training_time}")
+        marker = self.early_exit_time_marker
+        if marker is not None and marker <= 0:
+            problems.append(f"--early_exit_time_marker must be > 0 hours, got {marker}")
+        if marker is not None and marker > self.total_training_time:
+            problems.append(
+                f"--early_exit_time_marker {marker} is after the budget --total_training_time "
+                f"{self.total_training_time}: make it smaller or drop it"
+            )
+        if self.lr_schedule not in ("time", "step"):
+            problems.append(f"--lr_schedule {self.lr_schedule}: use 'time' or 'step'")
+        if self.curve not in ("linear", "exp"):
+            problems.append(f"--curve {self.curve}: use 'linear' or 'exp'")
+        if not 0 <= self.warmup_proportion < 1:
+            problems.append(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if self.finetune_time_markers:
+            try:
+                markers = self.markers
+            except ValueError:
+                problems.append(
+                    f"--finetune_time_markers {self.finetune_time_markers}: give comma-separated numbers, e.g. 0.5,0.9"
+                )
+            else:
+                if any(not 0 < m <= 1 for m in markers):
+                    problems.append(f"--finetune_time_markers {self.finetune_time_markers}: each marker must be in (0, 1]")
+                if markers != sorted(set(markers)):
+                    problems.append(
+                        f"--finetune_time_markers {self.finetune_time_markers}: markers must be increasing, no repeats"
+                    )
+        for name in ("validation_epochs", "validation_epochs_begin", "validation_epochs_end"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name} must be >= 1 (shards between validations)")
+        for name in ("validation_begin_proportion", "validation_end_proportion"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"--{name} must be in [0, 1]")
+        if self.num_epochs_between_checkpoints is not None and self.num_epochs_between_checkpoints < 1:
+            problems.append("--num_epochs_between_checkpoints must be >= 1")
+        return problems
 
     @property
     def markers(self) -> list[float]:
@@ -337,6 +398,11 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
     if "save_strategy" not in given:
         # Training checkpoints come from --num_epochs_between_checkpoints and the end of the budget.
         hf["save_strategy"] = "no"
+    if "logging_nan_inf_filter" not in given:
+        # The NaN/inf stop reads the logged loss, which this filter would replace with a finite mean.
+        hf["logging_nan_inf_filter"] = False
+    if "include_num_input_tokens_seen" not in given:
+        hf["include_num_input_tokens_seen"] = "all"
     if "report_to" not in given:
         hf["report_to"] = "none"
     if not torch.cuda.is_available():
@@ -352,59 +418,6 @@ def _check_deepspeed_file(path: str, problems: list[str]) -> None:
         problems.append(f"--deepspeed {path}: no such file; see ds_configs/ for ready configs.")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         problems.append(f"--deepspeed {path} is not valid JSON ({error}); fix the file or use one in ds_configs/.")
-
-
-def _validate(values: dict[str, dict[str, Any]], problems: list[str]) -> None:
-    """Checks that need no data or model: each problem names its flag and the fix."""
-    budget, data, model = values["BudgetArguments"], values["DataArguments"], values["ModelArguments"]
-    if budget["total_training_time"] <= 0:
-        problems.append("--total_training_time must be > 0 hours.")
-    marker = budget["early_exit_time_marker"]
-    if marker is not None and marker <= 0:
-        problems.append("--early_exit_time_marker must be > 0 hours.")
-    if marker is not None and marker > budget["total_training_time"]:
-        problems.append(
-            f"--early_exit_time_marker {marker} is after the budget --total_training_time "
-            f"{budget['total_training_time']}: make it smaller or drop it."
-        )
-    if budget["lr_schedule"] not in ("time", "step"):
-        problems.append(f"--lr_schedule {budget['lr_schedule']}: use 'time' or 'step'.")
-    if budget["curve"] not in ("linear", "exp"):
-        problems.append(f"--curve {budget['curve']}: use 'linear' or 'exp'.")
-    if not 0 <= budget["warmup_proportion"] < 1:
-        problems.append("--warmup_proportion must be in [0, 1).")
-    markers_text = budget["finetune_time_markers"]
-    if markers_text:
-        try:
-            markers = [float(m) for m in markers_text.split(",") if m.strip()]
-        except ValueError:
-            problems.append(f"--finetune_time_markers {markers_text}: give comma-separated numbers, e.g. 0.5,0.9.")
-        else:
-            if any(not 0 < m <= 1 for m in markers):
-                problems.append(f"--finetune_time_markers {markers_text}: each marker must be in (0, 1].")
-            if markers != sorted(set(markers)):
-                problems.append(f"--finetune_time_markers {markers_text}: markers must be increasing, no repeats.")
-    for name in ("validation_epochs", "validation_epochs_begin", "validation_epochs_end"):
-        if budget[name] < 1:
-            problems.append(f"--{name} must be >= 1 (shards between validations).")
-    for name in ("validation_begin_proportion", "validation_end_proportion"):
-        if not 0 <= budget[name] <= 1:
-            problems.append(f"--{name} must be in [0, 1].")
-    if budget["num_epochs_between_checkpoints"] is not None and budget["num_epochs_between_checkpoints"] < 1:
-        problems.append("--num_epochs_between_checkpoints must be >= 1.")
-    sources = [name for name in ("dataset_path", "train_file", "dataset_name") if data[name]]
-    if not sources:
-        problems.append("No training data: give --dataset_path (from prepare_data.py), --train_file or "
-                        "--dataset_name.")
-    elif len(sources) > 1:
-        problems.append(f"Give one data source, not {', '.join('--' + s for s in sources)}.")
-    if data["data_loader_type"] != "dist":
-        problems.append(f"--data_loader_type {data['data_loader_type']}: only 'dist' exists (the Trainer's "
-                        "distributed sampler).")
-    if not 0 < data["mlm_probability"] < 1:
-        problems.append("--mlm_probability must be in (0, 1).")
-    if model["model_type"] not in ("budget-bert", "bert-mlm"):
-        problems.append(f"--model_type {model['model_type']}: use 'budget-bert' (the seed's 'bert-mlm').")
 
 
 def parse_pretraining_args(
@@ -428,18 +441,19 @@ def parse_pretraining_args(
         for cls in ARGUMENT_CLASSES
     }
     problems: list[str] = []
-    _validate(values, problems)
     _translate(values, given, problems)
+    parsed = {}
+    for cls in (ModelArguments, DataArguments, BudgetArguments):
+        try:
+            parsed[cls] = cls(**values[cls.__name__])
+        except ValueError as error:
+            problems.extend(str(error).split("; "))
     if problems:
         raise ArgumentError("Invalid arguments:\n" + "\n".join(f"  - {p}" for p in problems))
-    if values["BudgetArguments"]["project_name"]:
-        os.environ.setdefault("WANDB_PROJECT", values["BudgetArguments"]["project_name"])
-    return (
-        ModelArguments(**values["ModelArguments"]),
-        DataArguments(**values["DataArguments"]),
-        BudgetArguments(**values["BudgetArguments"]),
-        TrainingArguments(**values["TrainingArguments"]),
-    )
+    if parsed[BudgetArguments].project_name:
+        os.environ.setdefault("WANDB_PROJECT", parsed[BudgetArguments].project_name)
+    training_args = TrainingArguments(**values["TrainingArguments"])
+    return parsed[ModelArguments], parsed[DataArguments], parsed[BudgetArguments], training_args
 
 
 def _json_item_to_argv(key: str, value: Any) -> list[str]:

@@ -123,7 +123,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 def test_missing_data_source(tmp_path):
     argv = ["--output_dir", str(tmp_path), "--total_training_time", "1"]
-    with pytest.raises(ArgumentError, match="No training data: give --dataset_path"):
+    with pytest.raises(ArgumentError, match="no training data: give --dataset_path"):
         parse_pretraining_args(argv)
 
 
