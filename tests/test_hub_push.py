@@ -8,8 +8,9 @@ from huggingface_hub import ModelCard
 
 from budget_bert.hub.model_card import ModelCardInfo, write_model_card
 from budget_bert.hub.push import PushArguments, main
+from budget_bert.snapshots import SNAPSHOT_INFO_FILE
 from hub_server import hub_env, hub_server, make_snapshot  # noqa: F401 - fixtures
-from trainer_callbacks.finetune_snapshots import SNAPSHOT_INFO_FILE, SnapshotInfo
+from trainer_callbacks.finetune_snapshots import SnapshotInfo
 
 
 REPO = "fake-user/bert-24h"

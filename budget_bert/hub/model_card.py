@@ -22,7 +22,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from transformers import TrainerState
 
-from budget_bert.hub.redaction import redact_secrets
+from budget_bert.secrets import redact_secrets
 
 
 MODEL_CARD_NAME = "README.md"

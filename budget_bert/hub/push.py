@@ -20,8 +20,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from budget_bert.hub.model_card import MODEL_CARD_NAME, ModelCardInfo
-from budget_bert.hub.pusher import END_SNAPSHOT_NAME, SnapshotPusher
-from trainer_callbacks.finetune_snapshots import SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
+from budget_bert.hub.pusher import SnapshotPusher
+from budget_bert.snapshots import END_SNAPSHOT_NAME, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
 
 
 @dataclass

@@ -26,12 +26,12 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from budget_bert.hub.model_card import ModelCardInfo, write_model_card
-from budget_bert.hub.redaction import install_log_redaction, redact_text
+from budget_bert.secrets import install_log_redaction, redact_text
+from budget_bert.snapshots import END_SNAPSHOT_NAME
 
 
 logger = logging.get_logger(__name__)
 
-END_SNAPSHOT_NAME = "end"
 PUSH_COMMAND = "python -m budget_bert.hub.push"
 # Statuses worth retrying among the 4xx: timeout, conflict (concurrent operation), locked, rate limited.
 _RETRYABLE_CLIENT_STATUSES = (408, 409, 423, 429)

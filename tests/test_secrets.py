@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from budget_bert.hub.redaction import install_log_redaction, is_secret_name, redact_secrets, redact_text
+from budget_bert.secrets import install_log_redaction, is_secret_name, redact_secrets, redact_text
 
 
 SECRET = "hf_redactionTestSecret42"
@@ -13,9 +13,10 @@ SECRET = "hf_redactionTestSecret42"
 @pytest.mark.parametrize(
     ("name", "secret"),
     [("hub_token", True), ("--hub_token", True), ("--hub-token", True), ("token", True), ("HF_TOKEN", True),
-     ("tokenizer_name", False), ("max_tokens", False), ("push_to_hub", False)],
+     ("use_auth_token", True), ("api-secret", True), ("db_password", True), ("tokenizer_name", False),
+     ("max_tokens", False), ("include_num_input_tokens_seen", False), ("push_to_hub", False)],
 )
-def test_secret_names_follow_the_transformers_rule(name, secret):
+def test_secret_names_are_those_with_a_secret_word(name, secret):
     assert is_secret_name(name) is secret
 
 
@@ -29,6 +30,14 @@ def test_a_dict_keeps_everything_but_its_secrets():
         "push_token": None,
     }
     assert arguments["hub_token"] == SECRET  # the input is not modified
+
+
+def test_secrets_nested_in_lists_are_redacted():
+    arguments = {"runs": [{"HF_TOKEN": SECRET, "kept": 1}], "argv": ["--hub_token", SECRET], "report_to": ["none"]}
+
+    assert redact_secrets(arguments) == {
+        "runs": [{"HF_TOKEN": "<HF_TOKEN>", "kept": 1}], "argv": ["--hub_token", "<HUB_TOKEN>"], "report_to": ["none"]
+    }
 
 
 def test_a_command_line_hides_both_spellings_of_a_secret_flag():
@@ -51,7 +60,8 @@ def test_log_records_from_any_logger_hide_an_installed_secret(caplog):
     install_log_redaction(SECRET)
     install_log_redaction(SECRET)  # idempotent
 
-    with caplog.at_level(logging.INFO):
+    # The logger is named: a script run in-process before (run_glue.main) may have set the package's level.
+    with caplog.at_level(logging.INFO, logger="budget_bert.test"):
         logging.getLogger("some.library").warning("calling with token %s", SECRET)
         logging.getLogger("budget_bert.test").info(f"Authorization: Bearer {SECRET}")
 

@@ -1,56 +1,66 @@
 """Keep secrets (the Hub token) out of saved arguments, command lines, model cards and logs.
 
-A secret argument is one whose name ends in `_token` or is `token`, the rule `TrainingArguments.to_dict` uses
-for `hub_token`; its value is replaced by `<NAME>` (`<HUB_TOKEN>`), as transformers writes it.
+A secret argument is one whose name has the word `token`, `secret` or `password` in it (`hub_token`, `HF_TOKEN`,
+`--hub-token`, `api_secret`; not `tokenizer_name` or `max_tokens`), which covers the rule
+`TrainingArguments.to_dict` uses for `hub_token`; its value is replaced by `<NAME>` (`<HUB_TOKEN>`), as
+transformers writes it, so a reader still sees that one was given.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+_SECRET_WORDS = frozenset({"token", "secret", "password"})
+
+
 def is_secret_name(name: str) -> bool:
     """Whether an argument called `name` (with or without leading dashes) holds a secret."""
-    name = name.lstrip("-").replace("-", "_").lower()
-    return name == "token" or name.endswith("_token")
+    return not _SECRET_WORDS.isdisjoint(re.split(r"[^a-z0-9]+", name.lower()))
 
 
 def _placeholder(name: str) -> str:
     return f"<{name.lstrip('-').replace('-', '_').upper()}>"
 
 
-def redact_secrets(value: Mapping[str, Any] | Sequence[str]) -> dict[str, Any] | list[str]:
+def redact_secrets(value: Any) -> Any:
     """Return a copy of `value` with every secret replaced by a placeholder.
 
     Args:
-        value: either a mapping of argument names to values (nested mappings are redacted too), or a command
-            line (`sys.argv`-like list) where `--hub_token X` and `--hub_token=X` are redacted.
+        value: a mapping of argument names to values (e.g. `TrainingArguments.to_dict()`), a command line
+            (`sys.argv`-like list, where `--hub_token X` and `--hub_token=X` are redacted), or anything nesting
+            them in mappings and lists; other values come back as they are.
 
     Returns:
         A new dict or list; `value` itself is left untouched. Secrets that are `None` stay `None`.
     """
     if isinstance(value, Mapping):
         return {
-            key: (_placeholder(key) if item is not None else None) if is_secret_name(str(key))
-            else redact_secrets(item) if isinstance(item, Mapping) else item
+            key: (None if item is None else _placeholder(str(key)))
+            if is_secret_name(str(key))
+            else redact_secrets(item)
             for key, item in value.items()
         }
-    redacted: list[str] = []
+    if not isinstance(value, (list, tuple)):
+        return value
+    redacted: list[Any] = []
     hide_next = None
-    for argument in value:
-        argument = str(argument)
+    for item in value:
         if hide_next is not None:
             redacted.append(_placeholder(hide_next))
             hide_next = None
-        elif argument.startswith("-") and "=" in argument and is_secret_name(argument.split("=", 1)[0]):
-            name = argument.split("=", 1)[0]
+        elif not isinstance(item, str):
+            redacted.append(redact_secrets(item))
+        elif item.startswith("-") and "=" in item and is_secret_name(item.split("=", 1)[0]):
+            name = item.split("=", 1)[0]
             redacted.append(f"{name}={_placeholder(name)}")
         else:
-            redacted.append(argument)
-            if argument.startswith("-") and is_secret_name(argument):
-                hide_next = argument
+            redacted.append(item)
+            if item.startswith("-") and is_secret_name(item):
+                hide_next = item
     return redacted
 
 
