@@ -1,5 +1,6 @@
 """The budget clock: the one source of truth for how much of the wall-clock budget a run has used."""
 
+import math
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,10 @@ class BudgetClock:
     per optimizer step, so every time-aware piece (stop decision, learning rate, validation stage, snapshot markers)
     sees the same time within a step. With several processes, `tick()` adopts the main process's measurement on
     every rank, so all ranks take the same time-based decisions at the same step and apply the same learning rate.
+
+    The tick is also where the processes agree on an interruption: [`~BudgetClock.request_interrupt`] (a signal on
+    one process, say) is seen by every process at the same tick, as [`~BudgetClock.interrupted`]. Time and
+    interruption travel in one collective per step.
 
     Args:
         budget_seconds (`float`):
@@ -47,6 +52,8 @@ class BudgetClock:
         self._elapsed_before = float(elapsed_before)
         self._started_at: float | None = None
         self._reading = self._elapsed_before
+        self._interrupt_requested = False
+        self._interrupted = False
 
     @property
     def started(self) -> bool:
@@ -57,6 +64,8 @@ class BudgetClock:
         """Start (or restart after [`~BudgetClock.stop`]) counting from the seconds already used."""
         self._started_at = self.time_fn()
         self._reading = self._elapsed_before
+        self._interrupt_requested = False
+        self._interrupted = False
 
     def stop(self) -> None:
         """Stop counting; the seconds used so far are kept and counting resumes on the next `start()`."""
@@ -72,13 +81,27 @@ class BudgetClock:
 
     def tick(self) -> float:
         """
-        Take the current measurement as the clock's reading and return it.
+        Take the current measurement as the clock's reading and return it; [`~BudgetClock.interrupted`] becomes
+        true at the first tick after any process called [`~BudgetClock.request_interrupt`].
 
         When `torch.distributed` is initialised with more than one process this is a collective call: every rank
         must call it at the same point, and all ranks adopt the main process's measurement.
         """
-        self._reading = broadcast_from_main_process(self.measure())
+        self._reading, interrupt = main_value_and_any_flag(self.measure(), self._interrupt_requested)
+        self._interrupted = self._interrupted or interrupt
         return self._reading
+
+    def request_interrupt(self) -> None:
+        """
+        Ask every process to interrupt training at the next tick (a preemption signal, say). It only sets a flag, so
+        a signal handler may call it.
+        """
+        self._interrupt_requested = True
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether training is interrupted: some process requested it before the last tick (this run)."""
+        return self._interrupted
 
     @property
     def elapsed(self) -> float:
@@ -138,15 +161,17 @@ class ManualTime:
         self.now += seconds
 
 
-def broadcast_from_main_process(value: float) -> float:
+def main_value_and_any_flag(value: float, flag: bool) -> tuple[float, bool]:
     """
-    Return rank 0's `value` on every rank when `torch.distributed` is initialised with several processes (a
-    collective call), and `value` itself otherwise.
+    Rank 0's `value`, and whether `flag` is set on any rank, on every rank when `torch.distributed` is initialised
+    with several processes (a collective call: one all-reduce); `(value, flag)` itself otherwise.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
+        return value, flag
     # NCCL only moves CUDA tensors; gloo and the CPU backends take CPU tensors.
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(tensor, src=0)
-    return tensor.item()
+    # Under MAX, -inf from every other rank leaves rank 0's value, and the flags combine as "any".
+    main_value = value if dist.get_rank() == 0 else -math.inf
+    tensor = torch.tensor([main_value, float(flag)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor[0].item(), bool(tensor[1].item())

@@ -11,6 +11,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from budget_bert.clock import BudgetClock, ManualTime
 from budget_bert.lr_schedule import lr_factor
+from budget_bert.snapshots import snapshot_name
 from trainer_callbacks import (
     BudgetCallback,
     BudgetEarlyStoppingCallback,
@@ -20,7 +21,6 @@ from trainer_callbacks import (
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
-from trainer_callbacks.finetune_snapshots import snapshot_name, without_secrets
 from trainer_callbacks.shards import completed_shards
 
 
@@ -311,22 +311,6 @@ class FolderModel:
 def test_snapshot_names():
     names = [snapshot_name(m) for m in (0.5, 0.9, 1.0, 0.125)]
     assert names == ["marker-0.50", "marker-0.90", "marker-1.00", "marker-0.125"]
-
-
-def test_without_secrets_drops_token_keys_at_any_depth():
-    arguments = {
-        "hub_token": "x",
-        "token": "x",
-        "use_auth_token": True,
-        "tokenizer_name": "bert-base-uncased",
-        "include_num_input_tokens_seen": "all",
-        "nested": [{"HF_TOKEN": "x", "api-secret": "x", "kept": 1}],
-    }
-    assert without_secrets(arguments) == {
-        "tokenizer_name": "bert-base-uncased",
-        "include_num_input_tokens_seen": "all",
-        "nested": [{"kept": 1}],
-    }
 
 
 def test_snapshot_markers_once_each_on_the_main_process(args, tmp_path):

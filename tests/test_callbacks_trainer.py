@@ -233,7 +233,7 @@ def test_resume_continues_the_budget_lr_and_markers(tmp_path):
     assert events == [("marker-0.90", marker_step), ("end", last_step)]
 
 
-def test_snapshots_load_for_finetuning_without_secrets(tmp_path):
+def test_snapshots_load_for_finetuning_with_secrets_redacted(tmp_path):
     time = ManualTime()
     clock = BudgetClock(BUDGET, time_fn=time)
     run_arguments = {"ModelArguments": {"tokenizer_name": "tiny", "token": "hf_secret"}}
@@ -249,9 +249,10 @@ def test_snapshots_load_for_finetuning_without_secrets(tmp_path):
         assert len(AutoTokenizer.from_pretrained(folder)) == len(VOCAB)
         assert any(folder.glob("*.safetensors"))
         text = (folder / "run_arguments.json").read_text()
-        assert "hf_secret" not in text and "hub_token" not in text
+        assert "hf_secret" not in text
         arguments = json.loads(text)
-        assert arguments["ModelArguments"] == {"tokenizer_name": "tiny"}
+        assert arguments["ModelArguments"] == {"tokenizer_name": "tiny", "token": "<TOKEN>"}
+        assert arguments["TrainingArguments"]["hub_token"] == "<HUB_TOKEN>"
         assert arguments["TrainingArguments"]["learning_rate"] == LEARNING_RATE
     info = json.loads((root / "marker-0.50" / "snapshot_info.json").read_text())
     assert info["global_step"] == first_step_at_or_past(0.5 * BUDGET)

@@ -3,7 +3,7 @@ import socket
 import pytest
 import torch.multiprocessing as mp
 
-from budget_bert.clock import BudgetClock, ManualTime, broadcast_from_main_process
+from budget_bert.clock import BudgetClock, ManualTime, main_value_and_any_flag
 
 
 def test_reading_moves_only_on_tick():
@@ -74,8 +74,21 @@ def test_manual_time_only_moves_forward():
         ManualTime().advance(-1)
 
 
-def test_broadcast_without_process_group_is_identity():
-    assert broadcast_from_main_process(3.5) == 3.5
+def test_agreement_without_process_group_is_identity():
+    assert main_value_and_any_flag(3.5, True) == (3.5, True)
+
+
+def test_interrupt_shows_at_the_next_tick_and_a_restart_clears_it():
+    clock = BudgetClock(100.0, time_fn=ManualTime())
+    clock.start()
+    clock.request_interrupt()
+    assert not clock.interrupted
+    clock.tick()
+    assert clock.interrupted
+    clock.stop()
+    clock.start()
+    clock.tick()
+    assert not clock.interrupted
 
 
 def _tick_on_rank(rank: int, port: int, results) -> None:
@@ -83,13 +96,17 @@ def _tick_on_rank(rank: int, port: int, results) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        # Each rank measures a different time; both must read rank 0's.
+        # Each rank measures a different time; both must read rank 0's. Rank 1 alone is asked to interrupt.
         time = ManualTime()
         clock = BudgetClock(100.0, time_fn=time)
         clock.start()
         time.advance(100.0 if rank == 0 else 99.0)
         clock.tick()
-        results[rank] = (clock.elapsed, clock.elapsed >= 100.0)
+        first = (clock.elapsed, clock.interrupted)
+        if rank == 1:
+            clock.request_interrupt()
+        clock.tick()
+        results[rank] = (first, clock.interrupted)
     finally:
         dist.destroy_process_group()
 
@@ -102,4 +119,4 @@ def test_tick_adopts_the_main_process_time_on_every_rank():
         results = manager.dict()
         # fork: the children inherit the imported modules instead of importing them again (seconds each).
         mp.start_processes(_tick_on_rank, args=(port, results), nprocs=2, start_method="fork")
-        assert dict(results) == {0: (100.0, True), 1: (100.0, True)}
+        assert dict(results) == {0: ((100.0, False), True), 1: ((100.0, False), True)}

@@ -7,8 +7,10 @@ optimizer step and carries across resumes. Each callback handles one concern and
 from trainer_callbacks.budget import BudgetCallback
 from trainer_callbacks.budget_progress import BudgetProgressCallback
 from trainer_callbacks.checkpoints import ShardCheckpointCallback
+from trainer_callbacks.complete_checkpoints import CompleteCheckpointCallback
 from trainer_callbacks.early_stopping import BudgetEarlyStoppingCallback
 from trainer_callbacks.finetune_snapshots import FinetuneSnapshotCallback, SnapshotInfo
+from trainer_callbacks.preemption import PreemptionCallback
 from trainer_callbacks.time_based_lr import TimeBasedLRCallback
 from trainer_callbacks.validation_schedule import ValidationScheduleCallback
 
@@ -17,7 +19,9 @@ __all__ = [
     "BudgetCallback",
     "BudgetEarlyStoppingCallback",
     "BudgetProgressCallback",
+    "CompleteCheckpointCallback",
     "FinetuneSnapshotCallback",
+    "PreemptionCallback",
     "ShardCheckpointCallback",
     "SnapshotInfo",
     "TimeBasedLRCallback",

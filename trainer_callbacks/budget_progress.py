@@ -51,7 +51,8 @@ class BudgetProgressCallback(ProgressCallback):
             self.training_bar = tqdm(
                 total=self.clock.budget_seconds,
                 dynamic_ncols=True,
-                bar_format="budget {percentage:5.1f}%|{bar}| {postfix}",
+                # tqdm prefixes a postfix with ", ": the text goes into the description, which is shown as is.
+                bar_format="budget {percentage:5.1f}%|{bar}| {desc}",
             )
         self._shown = {}
         self._previous_log = None
@@ -79,7 +80,7 @@ class BudgetProgressCallback(ProgressCallback):
         ):
             if key in self._shown:
                 shown.append(f"{label} {self._shown[key]:{spec}}")
-        self.training_bar.set_postfix_str(", ".join(shown), refresh=True)
+        self.training_bar.set_description_str(", ".join(shown), refresh=True)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
         added = {"budget_elapsed_hours": self.clock.elapsed / 3600, "budget_fraction": self.clock.fraction}

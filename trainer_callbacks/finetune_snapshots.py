@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -13,15 +12,18 @@ from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from budget_bert.clock import BudgetClock
+from budget_bert.secrets import redact_secrets
+from budget_bert.snapshots import (
+    END_SNAPSHOT_NAME,
+    RUN_ARGUMENTS_FILE,
+    SNAPSHOT_INFO_FILE,
+    SNAPSHOTS_DIR,
+    snapshot_name,
+)
 from trainer_callbacks.exported_state import RestoresOwnState, restore_exported_attributes
 
 
 logger = logging.get_logger(__name__)
-
-SNAPSHOTS_DIR = "finetune_snapshots"
-RUN_ARGUMENTS_FILE = "run_arguments.json"
-SNAPSHOT_INFO_FILE = "snapshot_info.json"
-_SECRET_WORDS = {"token", "secret", "password"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,30 +37,12 @@ class SnapshotInfo:
     budget_fraction: float
 
 
-def snapshot_name(marker: float) -> str:
-    """The folder name of the snapshot at `marker`, e.g. `marker-0.50`."""
-    return f"marker-{marker:.2f}" if round(marker, 2) == marker else f"marker-{marker:g}"
-
-
-def without_secrets(value: Any) -> Any:
-    """`value` with every mapping key that names a secret (a word `token`, `secret` or `password`) dropped."""
-    if isinstance(value, Mapping):
-        return {
-            key: without_secrets(item)
-            for key, item in value.items()
-            if not _SECRET_WORDS.intersection(re.split(r"[^a-z0-9]+", str(key).lower()))
-        }
-    if isinstance(value, (list, tuple)):
-        return [without_secrets(item) for item in value]
-    return value
-
-
 class FinetuneSnapshotCallback(RestoresOwnState, ExportableState):
     """
     Saves a finetuning snapshot at the first step end at or past each of `markers` (fractions of the budget) and,
     if `save_at_end`, when training ends, into `<output_dir>/finetune_snapshots/<name>/` (`marker-0.50`, ...,
     `end`). A snapshot is a `save_pretrained` folder (safetensors weights and config), the tokenizer (the
-    Trainer's `processing_class`), `run_arguments.json` (the TrainingArguments and `run_arguments`, without secrets)
+    Trainer's `processing_class`), `run_arguments.json` (the TrainingArguments and `run_arguments`, secrets redacted)
     and `snapshot_info.json` ([`SnapshotInfo`]); it loads with `AutoModelForSequenceClassification.from_pretrained`.
 
     Only the main process writes. A snapshot is written to a temporary folder and then renamed, so a crash cannot
@@ -70,7 +54,8 @@ class FinetuneSnapshotCallback(RestoresOwnState, ExportableState):
     Args:
         clock (`BudgetClock`): The run's clock, ticked by [`~trainer_callbacks.BudgetCallback`].
         markers (`Sequence[float]`, *optional*): Fractions of the budget, in `(0, 1]`.
-        save_at_end (`bool`, *optional*, defaults to `True`): Also save a snapshot named `end` when training ends.
+        save_at_end (`bool`, *optional*, defaults to `True`): Also save a snapshot named `end` when training ends
+            (not when it is interrupted, see [`~trainer_callbacks.PreemptionCallback`]).
         run_arguments (`Mapping[str, Any]`, *optional*): More arguments to record next to the TrainingArguments,
             e.g. `{"ModelArguments": dataclasses.asdict(model_args), ...}`.
         on_snapshot (`Callable[[Path, SnapshotInfo], None]`, *optional*): Called on the main process after each
@@ -112,8 +97,9 @@ class FinetuneSnapshotCallback(RestoresOwnState, ExportableState):
         return control
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if self.save_at_end:
-            self._snapshot(args, state, "end", None, **kwargs)
+        # An interrupted (preempted) run has not ended: the run that resumes it takes the `end` snapshot.
+        if self.save_at_end and not self.clock.interrupted:
+            self._snapshot(args, state, END_SNAPSHOT_NAME, None, **kwargs)
 
     def _snapshot(self, args, state, name, marker, model=None, processing_class=None, **kwargs) -> None:
         if not state.is_world_process_zero:
@@ -127,7 +113,7 @@ class FinetuneSnapshotCallback(RestoresOwnState, ExportableState):
         if processing_class is not None:
             processing_class.save_pretrained(partial)
         arguments = {**self.run_arguments, "TrainingArguments": args.to_dict()}
-        (partial / RUN_ARGUMENTS_FILE).write_text(json.dumps(without_secrets(arguments), indent=2, default=str) + "\n")
+        (partial / RUN_ARGUMENTS_FILE).write_text(json.dumps(redact_secrets(arguments), indent=2, default=str) + "\n")
         (partial / SNAPSHOT_INFO_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
         if final.exists():
             logger.warning(f"Replacing the finetuning snapshot {final} (left by a run that resumed from before it).")

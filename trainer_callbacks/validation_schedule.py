@@ -10,7 +10,8 @@ class ValidationScheduleCallback(TrainerCallback):
     """
     Sets `should_evaluate` at the end of every `validation_epochs`-th shard, every `validation_epochs_begin`-th
     while less than `validation_begin_proportion` of the budget is used, every `validation_epochs_end`-th once more
-    than `1 - validation_end_proportion` is used, and once when training stops (budget spent or `max_steps`).
+    than `1 - validation_end_proportion` is used, and once when training stops (budget spent or `max_steps`; not
+    when it is interrupted, see [`~trainer_callbacks.PreemptionCallback`]).
 
     A shard is the seed's "epoch": `steps_per_shard` optimizer steps. The count is of completed shards, so the
     first validation in the middle stage comes after `validation_epochs` shards. (The seed tests the 0-based index
@@ -75,6 +76,7 @@ class ValidationScheduleCallback(TrainerCallback):
         shards = completed_shards(state.global_step, self.steps_per_shard)
         if shards is not None and shards % self.shards_between_validations(self.clock.fraction) == 0:
             control.should_evaluate = True
-        if control.should_training_stop:
+        # Not when interrupted: a preempted job has seconds to save its checkpoint, and the resumed run validates.
+        if control.should_training_stop and not self.clock.interrupted:
             control.should_evaluate = True
         return control

@@ -1,0 +1,40 @@
+"""What a preempted run tells its scheduler and its user: a distinct exit code and the command that resumes it."""
+
+import shlex
+
+from budget_bert.checkpointing import AUTO
+from budget_bert.clock import BudgetClock
+from budget_bert.secrets import is_secret_name
+
+
+# EX_TEMPFAIL of sysexits.h: a temporary failure, worth retrying. A requeue script tells it from a crash (1) and from
+# a finished run (0).
+EXIT_PREEMPTED = 75
+
+_RESUME_FLAG = "--resume_from_checkpoint"
+
+
+def resume_command(script: str, argv: list[str]) -> str:
+    """The command line `script argv` with `--resume_from_checkpoint auto` in place of any resume flag it had.
+
+    Secret flags (`--hub_token X`) are left out, since the line is printed: the resumed run takes the token from
+    `HF_TOKEN` or the saved login.
+    """
+    kept, skip_value = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif token in (_RESUME_FLAG,) or (token.startswith("--") and is_secret_name(token)):
+            skip_value = True
+        elif name != _RESUME_FLAG and not (name.startswith("--") and is_secret_name(name)):
+            kept.append(token)
+    return shlex.join(["python", script, *kept, _RESUME_FLAG, AUTO])
+
+
+def preemption_message(global_step: int, checkpoint: str, clock: BudgetClock, command: str) -> str:
+    """The one line a preempted run prints: where it stopped, the budget used so far, and how to resume."""
+    return (
+        f"Preempted at step {global_step} after {clock.elapsed / 3600:.4g} h of the "
+        f"{clock.budget_seconds / 3600:.4g} h budget; checkpoint saved in {checkpoint}. Resume with: {command}"
+    )
