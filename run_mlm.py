@@ -13,9 +13,11 @@ import sys
 import datasets
 import transformers
 from transformers import set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging as hf_logging
 
 from budget_bert.arguments import ArgumentError, parse_pretraining_args
+from budget_bert.checkpointing import failed_save_message, resolve_resume_checkpoint
 from budget_bert.clock import BudgetClock
 from budget_bert.hub.pusher import SnapshotPusher
 from budget_bert.pretraining import (
@@ -30,6 +32,8 @@ from budget_bert.pretraining import (
     snapshot_pusher_hook,
 )
 from budget_bert.data.loading import steps_per_shard
+from budget_bert.output_dir import check_output_dir, checkpoint_bytes
+from budget_bert.preemption import EXIT_PREEMPTED, preemption_message, resume_command
 
 logger = hf_logging.get_logger("run_mlm")
 
@@ -38,6 +42,10 @@ def _setup_logging(training_args) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
     logger.setLevel(level)
+    # The project's own loggers are not under "transformers": without this, --log_level info hides their messages
+    # (snapshots taken, pushed to the Hub).
+    for package in ("budget_bert", "trainer_callbacks"):
+        logging.getLogger(package).setLevel(level)
     datasets.utils.logging.set_verbosity(level)
     hf_logging.set_verbosity(level)
     hf_logging.enable_default_handler()
@@ -59,10 +67,27 @@ def main(argv: list[str] | None = None) -> None:
     pusher = SnapshotPusher.from_training_args(training_args)
     training_args.push_to_hub = False
     training_args.hub_token = None
+    # The Trainer's rotation would delete old checkpoints before the new one is marked complete; the
+    # CompleteCheckpointCallback rotates after that.
+    save_total_limit, training_args.save_total_limit = training_args.save_total_limit, None
 
-    tokenizer = load_tokenizer(model_args, data_args)
-    data = load_pretraining_data(data_args, tokenizer, training_args)
+    try:
+        resume_from = resolve_resume_checkpoint(
+            training_args.output_dir, training_args.resume_from_checkpoint, budget_args.overwrite_output_dir
+        )
+        # Missing, empty or mismatched data: one line naming the flag, before any training starts.
+        tokenizer = load_tokenizer(model_args, data_args)
+        data = load_pretraining_data(data_args, tokenizer, training_args)
+    except ValueError as error:
+        raise SystemExit(f"run_mlm.py: {error}") from None
     model = build_model(model_args, tokenizer)
+    # Snapshots carry this tokenizer; run_glue.py clamps --max_seq_length to it, so it must not exceed the model.
+    tokenizer.model_max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    try:
+        # Room for two checkpoints: the next one is written before the previous one may go.
+        check_output_dir(training_args.output_dir, 2 * checkpoint_bytes(model))
+    except ValueError as error:
+        raise SystemExit(f"run_mlm.py: {error}") from None
     shard_steps = steps_per_shard(data.examples_per_shard, global_batch_size(training_args))
     logger.info(f"One shard (the seed's 'epoch') is {shard_steps} optimizer steps.")
 
@@ -80,14 +105,29 @@ def main(argv: list[str] | None = None) -> None:
         has_validation=data.validation is not None,
         run_arguments=run_arguments_record(model_args, data_args, budget_args),
         on_snapshot=on_snapshot,
+        save_total_limit=save_total_limit,
     )
     trainer = build_trainer(model, training_args, data, data_args, tokenizer, clock, callbacks)
     try:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        if clock.interrupted:
+            if trainer.is_world_process_zero():
+                checkpoint = f"{training_args.output_dir}/{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+                command = resume_command("run_mlm.py", sys.argv[1:] if argv is None else argv)
+                print(preemption_message(trainer.state.global_step, checkpoint, clock, command), flush=True)
+            raise SystemExit(EXIT_PREEMPTED)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
+    except Exception as error:
+        # A checkpoint save that failed (a full disk, a lost permission) gets one clear line; the previous
+        # checkpoint is intact.
+        saving = trainer.control.should_save
+        message = failed_save_message(training_args.output_dir, trainer.state.global_step, error) if saving else None
+        if message is None:
+            raise
+        raise SystemExit(f"run_mlm.py: {message}") from error
     finally:
         if pusher is not None:
             pusher.close(timeout=budget_args.hub_push_timeout)

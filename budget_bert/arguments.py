@@ -138,6 +138,12 @@ class BudgetArguments:
     num_epochs_between_checkpoints: int | None = field(
         default=None, metadata={"help": "Save a training checkpoint (resumable) every this many shards."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh, with the whole budget, even if --output_dir holds checkpoints of an earlier "
+                  "run (transformers 4's flag): those checkpoints stop being resumable, and are overwritten as "
+                  "this run reaches their steps. Without it, a run resumes from the newest complete checkpoint there."},
+    )
     project_name: str | None = field(
         default=None, metadata={"help": "Project of the run for experiment trackers (sets WANDB_PROJECT)."}
     )
@@ -260,6 +266,8 @@ SEED_TO_HF = {
     "job_name": "run_name",
 }
 OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch"}
+# TrainingArguments flags of the Trainer's own Hub push, which run_mlm.py switches off for its snapshot pusher.
+_TRAINER_PUSH_FLAGS = {"hub_strategy", "hub_revision", "hub_always_push"}
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, BudgetArguments, SeedArguments, TrainingArguments)
 
 
@@ -398,6 +406,9 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
     if "save_strategy" not in given:
         # Training checkpoints come from --num_epochs_between_checkpoints and the end of the budget.
         hf["save_strategy"] = "no"
+    for flag in _TRAINER_PUSH_FLAGS.intersection(given):
+        problems.append(f"--{flag} configures the Trainer's own push, which run_mlm.py replaces: each finetuning "
+                        "snapshot goes to a branch of its own (see README, Publishing to the Hub); drop it")
     if "logging_nan_inf_filter" not in given:
         # The NaN/inf stop reads the logged loss, which this filter would replace with a finite mean.
         hf["logging_nan_inf_filter"] = False
@@ -409,6 +420,10 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
         # Without it the Trainer half-configures devices on a GPU-less host: DeepSpeed asserts on the batch size
         # and torchrun trains each rank alone (see the DeepSpeed notes in the README).
         hf["use_cpu"] = True
+    if hf["use_cpu"] and hf["fp16"] and not hf.get("deepspeed"):
+        # accelerate leaves fp16 autocast off on the CPU: the run would train in fp32 without a word.
+        problems.append("--fp16 on the CPU needs --deepspeed (DeepSpeed's fp16 runs there, torch autocast does not): "
+                        "add --deepspeed, use --bf16, or drop --fp16.")
 
 
 def _check_deepspeed_file(path: str, problems: list[str]) -> None:

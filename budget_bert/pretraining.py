@@ -16,12 +16,14 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainerState,
     TrainingArguments,
 )
+from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
 from transformers.utils import logging
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
@@ -37,7 +39,9 @@ from trainer_callbacks import (
     BudgetCallback,
     BudgetEarlyStoppingCallback,
     BudgetProgressCallback,
+    CompleteCheckpointCallback,
     FinetuneSnapshotCallback,
+    PreemptionCallback,
     ShardCheckpointCallback,
     SnapshotInfo,
     TimeBasedLRCallback,
@@ -61,6 +65,10 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreT
     name = model_args.tokenizer_name
     if name is None and data_args.dataset_path:
         name = os.path.join(data_args.dataset_path, TOKENIZER_DIR)
+        if not os.path.isdir(name):
+            raise ValueError(f"--dataset_path {data_args.dataset_path} is not data from prepare_data.py (no "
+                             f"{TOKENIZER_DIR}/ folder): prepare it with prepare_data.py --output_dir "
+                             f"{data_args.dataset_path}")
     name = name or model_args.model_name_or_path
     if name is None:
         raise ValueError("No tokenizer: give --tokenizer_name (a Hub name or a folder) or --dataset_path from "
@@ -128,10 +136,16 @@ def build_budget_callbacks(
     has_validation: bool,
     run_arguments: dict,
     on_snapshot: Callable[[Path, SnapshotInfo], None] | None = None,
+    save_total_limit: int | None = None,
 ) -> list[TrainerCallback]:
-    """One callback per budget concern, all reading `clock`. The progress bar is added by `build_trainer`."""
+    """
+    One callback per budget concern, all reading `clock`, and the crash-safety ones (clean stop on SIGTERM/SIGINT,
+    complete checkpoints, rotation keeping at most `save_total_limit`). The progress bar is added by `build_trainer`.
+    """
     callbacks: list[TrainerCallback] = [
         BudgetCallback(clock, stop_after_seconds=budget_args.stop_seconds),
+        PreemptionCallback(clock),
+        CompleteCheckpointCallback(save_total_limit),
         # Always on for its NaN/inf check; the eval-loss threshold only with --use_early_stopping.
         BudgetEarlyStoppingCallback(
             clock,
@@ -187,6 +201,15 @@ def build_trainer(
     # The stock bar counts steps, which mean nothing when the budget ends training.
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(BudgetProgressCallback(clock))
+    # The log printer (--disable_tqdm) and the --report_to integrations come first in the Trainer's list: moved
+    # behind the budget bar, they receive the budget keys that it adds to every log.
+    for log_consumer in (PrinterCallback, *get_reporting_integration_callbacks(training_args.report_to)):
+        callback = trainer.pop_callback(log_consumer)
+        if callback is not None:
+            trainer.add_callback(callback)
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None and training_args.run_name:
+            # One folder per --job_name rather than the default one per start: a resumed run continues its curves.
+            callback.logging_dir = os.path.join(training_args.output_dir, "runs", training_args.run_name)
     return trainer
 
 

@@ -1,5 +1,6 @@
 """Test-wide setup: small thread counts, no Hub, and no state leaking from one Trainer test to the next."""
 
+import logging
 import os
 
 import pytest
@@ -7,18 +8,25 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One thread: on a loaded 2-core machine two OpenMP threads per process made tiny steps 50x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # TrainingArguments with a DeepSpeed config exports these for accelerate; left behind, they turn the next test's
 # plain Trainer into a DeepSpeed one.
 _ACCELERATE_ENV = ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
 
+_PROJECT_LOGGERS = ("budget_bert", "trainer_callbacks")
+
 
 @pytest.fixture(autouse=True)
-def _isolated_accelerate_state(monkeypatch):
+def _isolated_global_state(monkeypatch):
     for name in _ACCELERATE_ENV:
         monkeypatch.delenv(name, raising=False)
+    # Scripts run in-process (run_glue.main, run_mlm.main) set the project's logger levels for their run.
+    levels = {name: logging.getLogger(name).level for name in _PROJECT_LOGGERS}
     yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     from accelerate.state import AcceleratorState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 

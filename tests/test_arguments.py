@@ -176,3 +176,9 @@ def test_help_documents_every_flag():
     for token in SEED_COMMAND:
         if token.startswith("--"):
             assert token in text, token
+
+
+@pytest.mark.parametrize("flag", ["--hub_strategy", "--hub_revision"])
+def test_trainer_push_flags_that_would_be_ignored_are_refused(tmp_path, flag):
+    with pytest.raises(ArgumentError, match=f"{flag} configures the Trainer's own push"):
+        parse_pretraining_args(_seed_argv(tmp_path) + [flag, "checkpoint"])

@@ -131,7 +131,14 @@ def load_raw_text(args: TextDataArguments) -> DatasetDict:
 
 
 def _load_text_files(data_files: dict[str, list[str]], args: TextDataArguments) -> DatasetDict:
-    return load_dataset("text", data_files=data_files, sample_by=args.sample_by, cache_dir=args.dataset_cache_dir)
+    try:
+        return load_dataset("text", data_files=data_files, sample_by=args.sample_by, cache_dir=args.dataset_cache_dir)
+    except datasets.exceptions.DatasetGenerationError as err:
+        # datasets cannot build a split from empty files (nothing to infer its schema from) or undecodable ones.
+        flags = "/".join(f"--{split}_file" for split in data_files)
+        raise ValueError(
+            f"{flags}: no text could be read ({err.__cause__}); check for empty or non-text files"
+        ) from err
 
 
 def _tokenize_and_pack_batch(
