@@ -1,0 +1,517 @@
+"""PyTorch BudgetBert: a BERT encoder built to pretrain fast under a wall-clock budget.
+
+Post-LN BudgetBert is exactly BERT (see `budget_bert.convert.load_bert_weights`); pre-LN (the default) moves every
+norm in front of its block and adds a final norm. Speed comes from a fused QKV projection, PyTorch's
+`scaled_dot_product_attention`, and a sparse MLM head that only decodes the positions that carry a label.
+
+The file reads top-down: embeddings, attention, layer, encoder, `PreTrainedModel`, heads. Shape comments use
+B batch, T sequence length, H hidden size, nh heads, hs head size, V vocabulary, Vp padded vocabulary,
+N labelled (masked) tokens.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_budget_bert import BudgetBertConfig
+
+
+IGNORE_INDEX = -100
+
+
+def make_norm(config: BudgetBertConfig) -> nn.Module:
+    """The normalisation layer `config.layer_norm_type` names, over the hidden size."""
+    if config.layer_norm_type == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class BudgetBertEmbeddings(nn.Module):
+    """Sum of word, position and token type embeddings, optionally normalised, then dropout."""
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.padded_vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = make_norm(config) if config.layernorm_embedding else nn.Identity()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
+        seq_length = inputs_embeds.shape[1]
+        # Default positions and token types are the leading rows: slicing the weight skips an index lookup.
+        if token_type_ids is None:
+            token_type = self.token_type_embeddings.weight[0]  # (H,)
+        else:
+            token_type = self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        if position_ids is None:
+            position = self.position_embeddings.weight[:seq_length]  # (T, H)
+        else:
+            position = self.position_embeddings(position_ids)  # (B, T, H)
+        embeddings = inputs_embeds + token_type + position  # (B, T, H), BERT's summation order
+        return self.dropout(self.norm(embeddings))
+
+
+def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Turn a (B, T) mask of 1 (token) / 0 (padding) into an additive (B, 1, 1, T) bias, or None if nothing is masked.
+
+    The bias is the dtype's finite minimum, not -inf: a row whose keys are all padding then softmaxes to uniform
+    weights instead of NaN. Without padding no bias is passed, which lets SDPA pick its fastest kernel; that check
+    reads the mask, so it is skipped while compiling.
+    """
+    if attention_mask is None:
+        return None
+    if not torch.compiler.is_compiling() and bool(attention_mask.all()):
+        return None
+    keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
+def eager_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout_p: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention that materialises the probabilities: returns (context, probabilities)."""
+    scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5  # (B, nh, T, T)
+    if bias is not None:
+        scores = scores + bias
+    probs = scores.softmax(dim=-1)  # (B, nh, T, T)
+    context = F.dropout(probs, p=dropout_p) @ value  # (B, nh, T, hs)
+    return context, probs
+
+
+class BudgetBertSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection and an output projection.
+
+    Runs through `torch.nn.functional.scaled_dot_product_attention`, or through `eager_attention` when the
+    probabilities are requested or the model was loaded with `attn_implementation="eager"`.
+    """
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_length, hidden_size = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch_size, seq_length, 3, self.num_heads, self.head_size)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        dropout_p = self.dropout_prob if self.training else 0.0
+        probs = None
+        if output_attentions or self.config._attn_implementation == "eager":
+            context, probs = eager_attention(query, key, value, bias, dropout_p)
+        else:
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(batch_size, seq_length, hidden_size)  # (B, T, H)
+        return self.dense(context), probs
+
+
+class BudgetBertLayer(GradientCheckpointingLayer):
+    """One encoder layer: self-attention then feed-forward, each a residual branch with dropout.
+
+    Pre-LN: `x + f(norm(x))`. Post-LN (BERT): `norm(x + f(x))`.
+    """
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.pre_ln = config.encoder_ln_mode == "pre-ln"
+        self.attention = BudgetBertSelfAttention(config)
+        self.attention_norm = make_norm(config)
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.ffn_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The position-wise feed-forward block, (B, T, H) -> (B, T, H)."""
+        return self.output(self.activation(self.intermediate(hidden_states)))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.pre_ln:
+            attended, probs = self.attention(self.attention_norm(hidden_states), bias, output_attentions)
+            hidden_states = hidden_states + self.dropout(attended)
+            hidden_states = hidden_states + self.dropout(self.feed_forward(self.ffn_norm(hidden_states)))
+        else:
+            attended, probs = self.attention(hidden_states, bias, output_attentions)
+            hidden_states = self.attention_norm(hidden_states + self.dropout(attended))
+            hidden_states = self.ffn_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
+        return hidden_states, probs  # (B, T, H), (B, nh, T, T) or None
+
+
+class BudgetBertEncoder(nn.Module):
+    """The stack of layers, plus the final norm that pre-LN needs (post-LN layers already end normalised)."""
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([BudgetBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.final_norm = make_norm(config) if config.encoder_ln_mode == "pre-ln" else nn.Identity()
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Returns (last hidden state, hidden states, attentions).
+
+        The hidden states are the embeddings, then each layer's output; the last one is the final (normalised)
+        output, as in HF's pre-norm models.
+        """
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, probs = layer(hidden_states, bias=bias, output_attentions=output_attentions)
+            if output_attentions:
+                all_attentions += (probs,)
+        hidden_states = self.final_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+class BudgetBertPooler(nn.Module):
+    """BERT's pooler: dense + tanh on the first ([CLS]) token."""
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, H)
+
+
+class BudgetBertPreTrainedModel(PreTrainedModel):
+    """Base class of the BudgetBert models: config class, weight initialisation, loading and saving."""
+
+    config_class = BudgetBertConfig
+    base_model_prefix = "budget_bert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["BudgetBertEmbeddings", "BudgetBertLayer"]
+
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Embedding:
+        """Resize the vocabulary to `new_num_tokens` real tokens (HF semantics otherwise).
+
+        The embedding and decoder keep `config.pad_vocab_size_multiple`-aligned rows (`pad_to_multiple_of`, when
+        given, replaces that multiple) and `config.vocab_size` stays the real count, so the saved folder reloads.
+        """
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        if pad_to_multiple_of is not None:
+            self.config.pad_vocab_size_multiple = pad_to_multiple_of
+        vocab_size = self.config.vocab_size if new_num_tokens is None else new_num_tokens
+        embeddings = super().resize_token_embeddings(
+            vocab_size, pad_to_multiple_of=self.config.pad_vocab_size_multiple, mean_resizing=mean_resizing
+        )
+        self.config.vocab_size = vocab_size
+        self.vocab_size = vocab_size
+        return embeddings
+
+
+class BudgetBertModel(BudgetBertPreTrainedModel):
+    """The bare BudgetBert encoder: embeddings, encoder and (optionally) BERT's pooler."""
+
+    def __init__(self, config: BudgetBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BudgetBertEmbeddings(config)
+        self.encoder = BudgetBertEncoder(config)
+        self.pooler = BudgetBertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Encode a batch. `attention_mask` is (B, T) with 1 for tokens and 0 for padding."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, H)
+        # The bias must be in the dtype attention computes in (autocast's, when on): a float32 minimum would
+        # overflow to -inf in bf16/fp16 and bring back NaN for rows without tokens.
+        device_type = embedding_output.device.type
+        compute_dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else embedding_output.dtype
+        )
+        bias = attention_bias(attention_mask, compute_dtype)  # (B, 1, 1, T) or None
+        sequence_output, hidden_states, attentions = self.encoder(
+            embedding_output, bias, output_attentions, output_hidden_states
+        )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def split_loss_kwargs(kwargs: dict) -> torch.Tensor | int | None:
+    """Take `num_items_in_batch` (the Trainer's loss kwarg) out of `kwargs`; reject anything else by name."""
+    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+    if kwargs:
+        raise TypeError(f"Unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
+    return num_items_in_batch
+
+
+def reduce_loss(loss_fn, inputs: torch.Tensor, target: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+    """`loss_fn` averaged over items, or summed and divided by `num_items_in_batch` when that is given.
+
+    The Trainer counts the items of all gradient-accumulation micro-batches on all processes and passes the
+    count, so that sum / count is the true mean of the whole optimizer step; a per-micro-batch mean is not.
+    """
+    if num_items_in_batch is None:
+        return loss_fn(inputs, target)
+    return loss_fn(inputs, target, reduction="sum") / num_items_in_batch
+
+
+class BudgetBertLMHead(nn.Module):
+    """MLM head: dense + activation + norm, then the decoder over the padded vocabulary (its weight is tied to the
+    word embeddings). Returns the padded logits; `BudgetBertForMaskedLM` never lets the padded columns be predicted.
+    """
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.norm = make_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.padded_vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.norm(self.activation(self.dense(hidden_states)))  # (..., H)
+        return self.decoder(hidden_states)  # (..., Vp): the padded width keeps the product aligned
+
+
+def masked_lm_loss(
+    padded_logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, num_items_in_batch
+) -> torch.Tensor:
+    """Cross-entropy over the real vocabulary, computed in float32, from (..., Vp) logits and (...) labels.
+
+    The padded columns are set to -inf in place rather than sliced off: cross-entropy on a contiguous tensor
+    avoids copying the logits forward and backward. Only those columns change, which callers slice away.
+    """
+    logits = padded_logits.float().view(-1, padded_logits.shape[-1])  # (N, Vp)
+    logits[:, vocab_size:] = float("-inf")
+    return reduce_loss(F.cross_entropy, logits, labels.reshape(-1), num_items_in_batch)
+
+
+class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
+    """BudgetBert with the masked-language-modelling head.
+
+    With `labels` and `config.sparse_mask_prediction`, the head runs only on the N positions whose label is not
+    -100 and `logits` is (N, V), in row-major order of those positions; the loss equals the dense head's.
+    Otherwise `logits` is (B, T, V). V is `config.vocab_size`, never the padded size.
+    """
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "budget_bert.embeddings.word_embeddings.weight"}
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__(config)
+        self.budget_bert = BudgetBertModel(config, add_pooling_layer=False)
+        self.lm_head = BudgetBertLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        """`labels` is (B, T): the token id to predict, or -100 where nothing is predicted.
+
+        `kwargs` takes the Trainer's `num_items_in_batch` (see `reduce_loss`).
+        """
+        num_items_in_batch = split_loss_kwargs(kwargs)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.budget_bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        sequence_output = outputs.last_hidden_state  # (B, T, H)
+
+        if labels is not None and self.config.sparse_mask_prediction:
+            labels = labels.reshape(-1)  # (B*T,)
+            positions = labels.ne(IGNORE_INDEX).nonzero()  # (N, 1)
+            labels = labels.gather(0, positions.squeeze(-1))  # (N,)
+            hidden_size = sequence_output.shape[-1]
+            # gather, not index_select: the latter's backward (index_add) is many times slower on CPU.
+            sequence_output = sequence_output.reshape(-1, hidden_size).gather(
+                0, positions.expand(-1, hidden_size)
+            )  # (N, H)
+        padded_logits = self.lm_head(sequence_output)  # (N, Vp) or (B, T, Vp)
+
+        loss = None
+        if labels is not None:
+            loss = masked_lm_loss(padded_logits, labels, self.config.vocab_size, num_items_in_batch)
+        logits = padded_logits[..., : self.config.vocab_size]  # (N, V) or (B, T, V)
+
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
+    """BudgetBert with a classification (or regression) head on the pooled [CLS] output.
+
+    The loss follows HF's `BertForSequenceClassification`: `config.problem_type` (inferred on first use as HF
+    does, and recorded in the config so that saved models and pipelines know it) selects mean squared error,
+    cross-entropy or binary cross-entropy with logits.
+    """
+
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.budget_bert = BudgetBertModel(config)
+        dropout = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        """`labels`: (B,) class ids, (B, num_labels) multi-hot floats, or (B,) / (B, num_labels) regression targets.
+
+        `kwargs` takes the Trainer's `num_items_in_batch` (see `reduce_loss`).
+        """
+        num_items_in_batch = split_loss_kwargs(kwargs)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.budget_bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                if self.num_labels == 1:
+                    loss = reduce_loss(F.mse_loss, logits.squeeze(), labels.squeeze(), num_items_in_batch)
+                else:
+                    loss = reduce_loss(F.mse_loss, logits, labels, num_items_in_batch)
+            elif self.config.problem_type == "single_label_classification":
+                loss = reduce_loss(
+                    F.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1), num_items_in_batch
+                )
+            else:
+                loss = reduce_loss(F.binary_cross_entropy_with_logits, logits, labels, num_items_in_batch)
+
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "BudgetBertForMaskedLM",
+    "BudgetBertForSequenceClassification",
+    "BudgetBertModel",
+    "BudgetBertPreTrainedModel",
+]
