@@ -11,22 +11,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One thread: on a loaded 2-core machine two OpenMP threads per process made tiny steps 50x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# TrainingArguments with a DeepSpeed config exports these for accelerate; left behind, they turn the next test's
-# plain Trainer into a DeepSpeed one.
-_ACCELERATE_ENV = ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
-
 _PROJECT_LOGGERS = ("budget_bert", "trainer_callbacks")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_global_state(monkeypatch):
-    for name in _ACCELERATE_ENV:
-        monkeypatch.delenv(name, raising=False)
+def _isolated_global_state():
+    # An Accelerator with a DeepSpeed plugin exports ACCELERATE_USE_DEEPSPEED (and DeepSpeed tests set RANK & co.):
+    # left behind, they turn the next test's plain Trainer, or a script it starts, into a DeepSpeed one.
+    environment = dict(os.environ)
     # Scripts run in-process (run_glue.main, run_mlm.main) set the project's logger levels for their run.
     levels = {name: logging.getLogger(name).level for name in _PROJECT_LOGGERS}
     yield
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
+    os.environ.clear()
+    os.environ.update(environment)
     from accelerate.state import AcceleratorState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
