@@ -1,0 +1,226 @@
+"""Training throughput of BudgetBertForMaskedLM against stock transformers BertForMaskedLM of the same shape.
+
+Both models train (forward, backward, fused AdamW: the Trainer's default optimizer) on the same batches: packed
+sequences without padding, 15% of the positions labelled, the rest -100, BERT's dropout unless `--dropout`
+says otherwise. A round is one step of each model, in alternating order (A B, then B A, ...), so that both see
+the same share of a noisy, shared machine; warmup rounds are dropped; each model's figure is the median over
+rounds, and the ratio is the median of the per-round ratios (each round's two timings are adjacent in time).
+The ratio in process CPU time is printed too: on an oversubscribed machine it is the steadier of the two.
+
+    python bench/model_throughput.py --preset small
+    python bench/model_throughput.py --preset bert-base --batch 16
+    python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 64 --peak-tflops 989
+
+MFU (with `--peak_tflops`): model FLOPs per token = 6 * N + 12 * L * H * T, where N counts the parameters outside
+the embedding tables (the MLM decoder is tied to the word embeddings, so the vocabulary projection is not
+counted, as in the PaLM/Chinchilla convention) and 12 * L * H * T is the attention score and context products
+(L layers, H hidden size, T sequence length), forward and backward. The same per-token count is used for both
+models, so their MFU ratio is their throughput ratio.
+"""
+
+import json
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import BertConfig, BertForMaskedLM, HfArgumentParser
+
+from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
+
+
+PRESETS = {
+    "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, batch=32),
+    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072, batch=16),
+    "bert-large": dict(
+        num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096, batch=16
+    ),
+}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchmarkArguments:
+    """What to benchmark and how."""
+
+    preset: str = field(default="small", metadata={"help": f"Model shape, one of {sorted(PRESETS)}."})
+    batch: int | None = field(default=None, metadata={"help": "Sequences per step (default: the preset's)."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per sequence."})
+    vocab_size: int = field(default=30522, metadata={"help": "Vocabulary size (bert-base-uncased: 30522)."})
+    device: str = field(default="cpu", metadata={"help": "Torch device: cpu, cuda, cuda:1, ..."})
+    dtype: str = field(
+        default="fp32",
+        metadata={"help": f"Compute dtype, one of {sorted(DTYPES)}; bf16 runs under autocast (the Trainer's --bf16)."},
+    )
+    rounds: int = field(default=10, metadata={"help": "Measured rounds; each times both models."})
+    warmup_rounds: int = field(default=2, metadata={"help": "Rounds run first and not counted."})
+    steps_per_round: int = field(default=1, metadata={"help": "Training steps per model per round."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of positions that carry a label."})
+    dropout: float = field(
+        default=0.1, metadata={"help": "Hidden and attention dropout of both models (BERT's default: 0.1)."}
+    )
+    encoder_ln_mode: str = field(default="pre-ln", metadata={"help": "BudgetBert's encoder_ln_mode."})
+    peak_tflops: float | None = field(
+        default=None, metadata={"help": "Peak dense TFLOP/s of the device in this dtype; prints MFU when given."}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "Torch intra-op threads (default: torch's choice, one per core)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for weights and batches."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the results to this JSON file."})
+
+    def __post_init__(self):
+        problems = []
+        if self.preset not in PRESETS:
+            problems.append(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+        for name in ("seq_len", "vocab_size", "rounds", "steps_per_round"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads <= 0:
+            problems.append(f"--threads must be positive, got {self.threads}.")
+        if self.batch is not None and self.batch <= 0:
+            problems.append(f"--batch must be positive, got {self.batch}.")
+        if self.warmup_rounds < 0:
+            problems.append(f"--warmup_rounds must be >= 0, got {self.warmup_rounds}.")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}.")
+        if not 0.0 < self.mlm_probability <= 1.0:
+            problems.append(f"--mlm_probability must be in (0, 1], got {self.mlm_probability}.")
+        if problems:
+            raise ValueError("\n".join(problems))
+        if self.batch is None:
+            self.batch = PRESETS[self.preset]["batch"]
+
+
+def build_models(args: BenchmarkArguments) -> dict[str, torch.nn.Module]:
+    """Stock BERT and BudgetBert of the preset's shape and dropout, on `args.device`."""
+    shape = {k: v for k, v in PRESETS[args.preset].items() if k != "batch"}
+    shape.update(
+        vocab_size=args.vocab_size,
+        max_position_embeddings=max(512, args.seq_len),
+        hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.dropout,
+    )
+    torch.manual_seed(args.seed)
+    bert = BertForMaskedLM(BertConfig(**shape))
+    budget = BudgetBertForMaskedLM(BudgetBertConfig(encoder_ln_mode=args.encoder_ln_mode, **shape))
+    return {"bert": bert.to(args.device).train(), "budget_bert": budget.to(args.device).train()}
+
+
+def make_batches(args: BenchmarkArguments, count: int) -> list[dict[str, torch.Tensor]]:
+    """`count` MLM batches: random token ids, full attention, `mlm_probability` of positions labelled."""
+    generator = torch.Generator().manual_seed(args.seed)
+    batches = []
+    for _ in range(count):
+        shape = (args.batch, args.seq_len)
+        input_ids = torch.randint(5, args.vocab_size, shape, generator=generator)
+        labelled = torch.rand(shape, generator=generator) < args.mlm_probability
+        labels = torch.where(labelled, input_ids, torch.full_like(input_ids, -100))
+        batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+        batches.append({k: v.to(args.device) for k, v in batch.items()})
+    return batches
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the embedding tables (tied weights counted once, as embeddings)."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)
+
+
+def flops_per_token(model: torch.nn.Module, args: BenchmarkArguments) -> float:
+    """Training FLOPs per token: 6 * non-embedding parameters + 12 * layers * hidden * sequence length."""
+    config = model.config
+    return 6 * non_embedding_parameters(model) + 12 * config.num_hidden_layers * config.hidden_size * args.seq_len
+
+
+class Trainee:
+    """One model with its AdamW optimizer, stepping through the shared batches."""
+
+    def __init__(self, model: torch.nn.Module, args: BenchmarkArguments):
+        self.model = model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        device_type = torch.device(args.device).type
+        dtype = DTYPES[args.dtype]
+        self.autocast = (lambda: torch.autocast(device_type, dtype=dtype)) if dtype else nullcontext
+        self.synchronize = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+
+    def run(self, batches: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
+        """Train one step per batch; return the wall-clock and the process CPU seconds."""
+        self.synchronize()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for batch in batches:
+            with self.autocast():
+                loss = self.model(**batch).loss
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.synchronize()
+        return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def benchmark(args: BenchmarkArguments) -> dict:
+    """Interleave both models for `warmup_rounds + rounds` rounds; return medians and the ratio."""
+    models = build_models(args)
+    trainees = {name: Trainee(model, args) for name, model in models.items()}
+    batches = make_batches(args, args.steps_per_round)
+    tokens_per_round = args.batch * args.seq_len * args.steps_per_round
+    throughput = {name: [] for name in trainees}
+    ratios, cpu_ratios = [], []
+    for round_index in range(args.warmup_rounds + args.rounds):
+        order = list(trainees) if round_index % 2 == 0 else list(reversed(trainees))
+        seconds = {name: trainees[name].run(batches) for name in order}
+        if round_index < args.warmup_rounds:
+            continue
+        for name in trainees:
+            throughput[name].append(tokens_per_round / seconds[name][0])
+        ratios.append(seconds["bert"][0] / seconds["budget_bert"][0])
+        cpu_ratios.append(seconds["bert"][1] / seconds["budget_bert"][1])
+        print(
+            f"round {round_index - args.warmup_rounds + 1}/{args.rounds}: "
+            + ", ".join(f"{name} {throughput[name][-1]:,.0f} tok/s" for name in trainees)
+            + f", ratio {ratios[-1]:.3f} (CPU time {cpu_ratios[-1]:.3f})",
+            flush=True,
+        )
+    results = {
+        "args": asdict(args),
+        "tokens_per_second": {name: statistics.median(values) for name, values in throughput.items()},
+        "ratio": statistics.median(ratios),
+        "cpu_time_ratio": statistics.median(cpu_ratios),
+        "ratios": ratios,
+    }
+    if args.peak_tflops:
+        results["mfu"] = {
+            name: results["tokens_per_second"][name] * flops_per_token(models[name], args) / (args.peak_tflops * 1e12)
+            for name in models
+        }
+    return results
+
+
+def main():
+    """Parse the flags, run the benchmark, print (and optionally save) the results."""
+    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(
+        f"preset {args.preset}, batch {args.batch} x seq {args.seq_len}, {args.dtype} on {args.device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    results = benchmark(args)
+    for name, value in results["tokens_per_second"].items():
+        mfu = f", MFU {results['mfu'][name]:.1%}" if "mfu" in results else ""
+        print(f"{name:>12}: {value:,.0f} tokens/s (median of {args.rounds} rounds){mfu}")
+    print(
+        f"budget_bert / bert: {results['ratio']:.2f}x (median of per-round ratios; "
+        f"{results['cpu_time_ratio']:.2f}x in process CPU time)"
+    )
+    if args.output_json:
+        with open(args.output_json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
