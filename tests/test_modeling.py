@@ -6,26 +6,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 
-from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
+from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert import modeling_budget_bert
 from budget_bert.convert import budget_bert_config_from_bert, load_bert_weights
 from budget_bert.modeling_budget_bert import attention_bias
-
-
-TINY = dict(
-    vocab_size=53,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=32,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-
-
-def tiny_config(**overrides) -> BudgetBertConfig:
-    return BudgetBertConfig(**{**TINY, **overrides})
+from modeling_fixtures import TINY, tiny_config
 
 
 def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

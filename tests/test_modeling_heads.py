@@ -7,23 +7,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification
-
-
-TINY = dict(
-    vocab_size=53,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=32,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-
-
-def tiny_config(**overrides) -> BudgetBertConfig:
-    return BudgetBertConfig(**{**TINY, **overrides})
+from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification
+from modeling_fixtures import TINY, tiny_config
 
 
 def mlm_batch(rows: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

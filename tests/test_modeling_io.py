@@ -20,6 +20,8 @@ from transformers import (
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert.configuration_budget_bert import DEFAULT_AUTO_MAP
+from modeling_fixtures import TINY as SHARED_TINY
+from modeling_fixtures import tiny_config as shared_tiny_config
 
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -27,20 +29,11 @@ WORDS = (
     "the a an cat dog bird fish sat ran flew swam on in under over mat tree sky sea big small red blue green old "
     "young happy sad fast slow and or but is was are were it he she they we you this that there here now then"
 ).split()
-TINY = dict(
-    vocab_size=len(SPECIAL_TOKENS) + len(WORDS),
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=32,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
+TINY = {**SHARED_TINY, "vocab_size": len(SPECIAL_TOKENS) + len(WORDS)}
 
 
 def tiny_config(**overrides) -> BudgetBertConfig:
-    return BudgetBertConfig(**{**TINY, **overrides})
+    return shared_tiny_config(**{"vocab_size": TINY["vocab_size"], **overrides})
 
 
 def word_piece_tokenizer() -> PreTrainedTokenizerFast:
