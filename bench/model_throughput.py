@@ -9,7 +9,7 @@ The ratio in process CPU time is printed too: on an oversubscribed machine it is
 
     python bench/model_throughput.py --preset small
     python bench/model_throughput.py --preset bert-base --batch 16
-    python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 64 --peak-tflops 989
+    python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 128 --measure_peak
 
 MFU (with `--peak_tflops`): model FLOPs per token = 6 * N + 12 * L * H * T, where N counts the parameters outside
 the embedding tables (the MLM decoder is tied to the word embeddings, so the vocabulary projection is not
@@ -63,6 +63,13 @@ class BenchmarkArguments:
     encoder_ln_mode: str = field(default="pre-ln", metadata={"help": "BudgetBert's encoder_ln_mode."})
     peak_tflops: float | None = field(
         default=None, metadata={"help": "Peak dense TFLOP/s of the device in this dtype; prints MFU when given."}
+    )
+    measure_peak: bool = field(
+        default=False,
+        metadata={
+            "help": "Measure the device's dense matrix rate in this dtype (8192^3 products) and use it as the MFU "
+            "peak instead of --peak_tflops."
+        },
     )
     threads: int | None = field(
         default=None, metadata={"help": "Torch intra-op threads (default: torch's choice, one per core)."}
@@ -161,6 +168,22 @@ class Trainee:
         return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def measure_matmul_tflops(args: BenchmarkArguments, size: int = 8192, repeats: int = 10) -> float:
+    """The device's dense matrix-product rate in TFLOP/s: `repeats` timed size^3 products after three warm-ups."""
+    dtype = DTYPES[args.dtype] or torch.float32
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    a, b = (torch.randn(size, size, device=args.device, dtype=dtype, generator=generator) for _ in range(2))
+    synchronize = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
 def benchmark(args: BenchmarkArguments) -> dict:
     """Interleave both models for `warmup_rounds + rounds` rounds; return medians and the ratio."""
     models = build_models(args)
@@ -191,6 +214,9 @@ def benchmark(args: BenchmarkArguments) -> dict:
         "cpu_time_ratio": statistics.median(cpu_ratios),
         "ratios": ratios,
     }
+    if args.measure_peak:
+        args.peak_tflops = measure_matmul_tflops(args)
+        results["measured_peak_tflops"] = args.peak_tflops
     if args.peak_tflops:
         results["mfu"] = {
             name: results["tokens_per_second"][name] * flops_per_token(models[name], args) / (args.peak_tflops * 1e12)
@@ -210,6 +236,8 @@ def main():
         flush=True,
     )
     results = benchmark(args)
+    if "measured_peak_tflops" in results:
+        print(f"measured {args.dtype} matrix rate: {results['measured_peak_tflops']:,.1f} TFLOP/s (the MFU peak)")
     for name, value in results["tokens_per_second"].items():
         mfu = f", MFU {results['mfu'][name]:.1%}" if "mfu" in results else ""
         print(f"{name:>12}: {value:,.0f} tokens/s (median of {args.rounds} rounds){mfu}")

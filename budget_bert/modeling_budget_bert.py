@@ -30,6 +30,29 @@ def make_norm(config: BudgetBertConfig) -> nn.Module:
     return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout`, with a cheaper random mask on the CPU.
+
+    PyTorch draws a CPU dropout mask one Bernoulli sample per element, on one thread: about a seventh of a bert-base
+    training step. Here each 64-bit random draw gives four 15-bit uniforms, each compared with p (so p is rounded
+    to a multiple of 1/32768), about 3.5x faster. Elsewhere (CUDA's fused kernels are fast) this is `F.dropout`.
+    """
+    if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    count = x.numel()
+    draws = torch.empty((count + 3) // 4, dtype=torch.int64).random_()  # uniform over [0, 2**63)
+    uniforms = draws.view(torch.int16)[:count].view(x.shape).bitwise_and(2**15 - 1)  # each over [0, 2**15)
+    keep = (uniforms >= round(p * 2**15)).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` through `dropout` (the cheaper CPU mask)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class BudgetBertEmbeddings(nn.Module):
     """Sum of word, position and token type embeddings, optionally normalised, then dropout."""
 
@@ -41,7 +64,7 @@ class BudgetBertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = make_norm(config) if config.layernorm_embedding else nn.Identity()
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -93,7 +116,7 @@ def eager_attention(
     if bias is not None:
         scores = scores + bias
     probs = scores.softmax(dim=-1)  # (B, nh, T, T)
-    context = F.dropout(probs, p=dropout_p) @ value  # (B, nh, T, hs)
+    context = dropout(probs, dropout_p, training=dropout_p > 0) @ value  # (B, nh, T, hs)
     return context, probs
 
 
@@ -124,7 +147,9 @@ class BudgetBertSelfAttention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
         dropout_p = self.dropout_prob if self.training else 0.0
         probs = None
-        if output_attentions or self.config._attn_implementation == "eager":
+        # SDPA on the CPU draws its dropout mask like F.dropout; the eager path uses the cheaper one.
+        cpu_dropout = dropout_p > 0 and hidden_states.device.type == "cpu"
+        if output_attentions or cpu_dropout or self.config._attn_implementation == "eager":
             context, probs = eager_attention(query, key, value, bias, dropout_p)
         else:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
@@ -147,7 +172,7 @@ class BudgetBertLayer(GradientCheckpointingLayer):
         self.activation = ACT2FN[config.hidden_act]
         self.output = nn.Linear(config.intermediate_size, config.hidden_size)
         self.ffn_norm = make_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The position-wise feed-forward block, (B, T, H) -> (B, T, H)."""
@@ -447,7 +472,7 @@ class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.budget_bert = BudgetBertModel(config)
         dropout = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

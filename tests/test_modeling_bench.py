@@ -54,3 +54,14 @@ def test_a_tiny_interleaved_run_reports_both_models_the_ratio_and_mfu(bench):
     for name, mfu in results["mfu"].items():
         flops = bench.flops_per_token(bench.build_models(args)[name], args)
         assert mfu == pytest.approx(results["tokens_per_second"][name] * flops / 1e12)
+
+
+def test_measure_peak_times_matrix_products_and_uses_the_rate_for_mfu(bench, monkeypatch):
+    args = bench.BenchmarkArguments(**TINY_RUN, measure_peak=True)
+    assert bench.measure_matmul_tflops(args, size=64, repeats=2) > 0
+    monkeypatch.setattr(bench, "measure_matmul_tflops", lambda args: 2.0)
+    results = bench.benchmark(args)
+    assert results["measured_peak_tflops"] == 2.0
+    for name, mfu in results["mfu"].items():
+        flops = bench.flops_per_token(bench.build_models(args)[name], args)
+        assert mfu == pytest.approx(results["tokens_per_second"][name] * flops / 2e12)
