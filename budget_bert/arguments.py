@@ -120,6 +120,14 @@ class BudgetArguments:
                   "--lr_scheduler_type schedules over --max_steps."},
     )
     curve: str = field(default="linear", metadata={"help": "Time-based LR decay after warmup: 'linear' or 'exp'."})
+    decay_rate: float = field(
+        default=0.99, metadata={"help": "--curve exp: the LR is multiplied by this every --decay_step hours."}
+    )
+    decay_step: float = field(
+        default=1000.0,
+        metadata={"help": "--curve exp: hours per --decay_rate factor (the seed's default, 1000, is practically "
+                  "constant; e.g. --decay_rate 0.5 --decay_step 6 halves the LR every 6 hours)."},
+    )
     warmup_proportion: float = field(default=0.06, metadata={"help": "Share of the budget spent warming up the LR."})
     do_validation: bool = field(default=False, metadata={"help": "Run validation during pretraining (seed flag)."})
     validation_epochs: int = field(default=3, metadata={"help": "Validate every this many shards."})
@@ -175,6 +183,10 @@ class BudgetArguments:
             problems.append(f"--lr_schedule {self.lr_schedule}: use 'time' or 'step'")
         if self.curve not in ("linear", "exp"):
             problems.append(f"--curve {self.curve}: use 'linear' or 'exp'")
+        if not 0 < self.decay_rate <= 1:
+            problems.append(f"--decay_rate must be in (0, 1], got {self.decay_rate}")
+        if not self.decay_step > 0:
+            problems.append(f"--decay_step must be > 0 hours, got {self.decay_step}")
         if not 0 <= self.warmup_proportion < 1:
             problems.append(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.finetune_time_markers:

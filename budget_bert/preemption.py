@@ -1,6 +1,8 @@
 """What a preempted run tells its scheduler and its user: a distinct exit code and the command that resumes it."""
 
+import os
 import shlex
+from collections.abc import Mapping
 
 from budget_bert.checkpointing import AUTO
 from budget_bert.clock import BudgetClock
@@ -14,8 +16,26 @@ EXIT_PREEMPTED = 75
 _RESUME_FLAG = "--resume_from_checkpoint"
 
 
-def resume_command(script: str, argv: list[str]) -> str:
-    """The command line `script argv` with `--resume_from_checkpoint auto` in place of any resume flag it had.
+def launcher(env: Mapping[str, str]) -> list[str]:
+    """The launcher that started this process, as the start of a command line: torchrun, deepspeed or python.
+
+    Read from the variables each launcher sets for its workers. A multi-node run also needs its rendezvous (or
+    hostfile) flags, which the workers cannot see; they are left for the user to add.
+    """
+    if "TORCHELASTIC_RUN_ID" in env:  # torchrun
+        command = ["torchrun", "--nproc_per_node", env.get("LOCAL_WORLD_SIZE", "1")]
+        nodes = env.get("GROUP_WORLD_SIZE", "1")
+        return command + (["--nnodes", nodes] if nodes != "1" else [])
+    if "LOCAL_SIZE" in env and "CROSS_SIZE" in env:  # the deepspeed launcher
+        command = ["deepspeed", "--num_gpus", env["LOCAL_SIZE"]]
+        nodes = env["CROSS_SIZE"]
+        return command + (["--num_nodes", nodes] if nodes != "1" else [])
+    return ["python"]
+
+
+def resume_command(script: str, argv: list[str], env: Mapping[str, str] = os.environ) -> str:
+    """The command line `script argv`, under the launcher that started this run (see `launcher`), with
+    `--resume_from_checkpoint auto` in place of any resume flag it had.
 
     Secret flags (`--hub_token X`) are left out, since the line is printed: the resumed run takes the token from
     `HF_TOKEN` or the saved login.
@@ -29,7 +49,7 @@ def resume_command(script: str, argv: list[str]) -> str:
             skip_value = True
         elif name != _RESUME_FLAG and not (name.startswith("--") and is_secret_name(name)):
             kept.append(token)
-    return shlex.join(["python", script, *kept, _RESUME_FLAG, AUTO])
+    return shlex.join([*launcher(env), script, *kept, _RESUME_FLAG, AUTO])
 
 
 def preemption_message(global_step: int, checkpoint: str, clock: BudgetClock, command: str) -> str:

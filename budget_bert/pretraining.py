@@ -155,7 +155,15 @@ def build_budget_callbacks(
         FinetuneSnapshotCallback(clock, budget_args.markers, run_arguments=run_arguments, on_snapshot=on_snapshot),
     ]
     if budget_args.lr_schedule == "time":
-        callbacks.append(TimeBasedLRCallback(clock, budget_args.warmup_proportion, budget_args.curve))
+        callbacks.append(
+            TimeBasedLRCallback(
+                clock,
+                budget_args.warmup_proportion,
+                budget_args.curve,
+                decay_rate=budget_args.decay_rate,
+                decay_interval=budget_args.decay_step / budget_args.total_training_time,
+            )
+        )
     if budget_args.do_validation and has_validation:
         callbacks.append(
             ValidationScheduleCallback(

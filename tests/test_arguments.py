@@ -182,3 +182,28 @@ def test_help_documents_every_flag():
 def test_trainer_push_flags_that_would_be_ignored_are_refused(tmp_path, flag):
     with pytest.raises(ArgumentError, match=f"{flag} configures the Trainer's own push"):
         parse_pretraining_args(_seed_argv(tmp_path) + [flag, "checkpoint"])
+
+
+def test_exp_curve_decay_flags_reach_the_lr_callback_in_budget_fractions(tmp_path, monkeypatch):
+    from budget_bert.clock import BudgetClock, ManualTime
+    from budget_bert.pretraining import build_budget_callbacks
+    from trainer_callbacks.time_based_lr import TimeBasedLRCallback
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    argv = _seed_argv(tmp_path, curve="exp", total_training_time=24.0) + ["--decay_rate", "0.5", "--decay_step", "6"]
+    _, _, budget, _ = parse_pretraining_args(argv)
+    assert (budget.decay_rate, budget.decay_step) == (0.5, 6.0)
+    now = ManualTime()
+    clock = BudgetClock(budget.total_seconds, time_fn=now)
+    callbacks = build_budget_callbacks(clock, budget, shard_steps=10, has_validation=False, run_arguments={})
+    (lr_callback,) = [c for c in callbacks if isinstance(c, TimeBasedLRCallback)]
+    # Six hours after the warmup, the LR is half its peak.
+    now.advance((0.06 * 24 + 6) * 3600)
+    clock.tick()
+    assert lr_callback.factor() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--decay_rate", "0"], "--decay_rate"), (["--decay_step", "-1"], "--decay_step")])
+def test_bad_exp_curve_decay_flags_name_the_flag(tmp_path, flags, message):
+    with pytest.raises(ArgumentError, match=message):
+        parse_pretraining_args(_seed_argv(tmp_path) + flags)

@@ -146,14 +146,32 @@ def test_checkpoint_size_counts_weights_and_adam_moments():
 def test_resume_command_replaces_any_resume_flag_with_auto():
     argv = ["--output_dir", "out dir", "--resume_from_checkpoint", "out dir/checkpoint-4", "--lr", "1e-3",
             "--resume_from_checkpoint=x"]
-    command = resume_command("run_mlm.py", argv)
+    command = resume_command("run_mlm.py", argv, env={})
     assert shlex.split(command) == ["python", "run_mlm.py", "--output_dir", "out dir", "--lr", "1e-3",
+                                    "--resume_from_checkpoint", "auto"]
+
+
+@pytest.mark.parametrize(
+    ("env", "launch"),
+    [
+        ({}, ["python"]),
+        ({"TORCHELASTIC_RUN_ID": "x", "LOCAL_WORLD_SIZE": "2", "GROUP_WORLD_SIZE": "1"},
+         ["torchrun", "--nproc_per_node", "2"]),
+        ({"TORCHELASTIC_RUN_ID": "x", "LOCAL_WORLD_SIZE": "8", "GROUP_WORLD_SIZE": "4"},
+         ["torchrun", "--nproc_per_node", "8", "--nnodes", "4"]),
+        ({"LOCAL_SIZE": "4", "CROSS_SIZE": "1", "WORLD_SIZE": "4"}, ["deepspeed", "--num_gpus", "4"]),
+        ({"LOCAL_SIZE": "8", "CROSS_SIZE": "2", "WORLD_SIZE": "16"}, ["deepspeed", "--num_gpus", "8", "--num_nodes", "2"]),
+    ],
+)
+def test_resume_command_uses_the_launcher_that_started_the_run(env, launch):
+    command = resume_command("run_mlm.py", ["--deepspeed", "ds_configs/zero1.json"], env=env)
+    assert shlex.split(command) == [*launch, "run_mlm.py", "--deepspeed", "ds_configs/zero1.json",
                                     "--resume_from_checkpoint", "auto"]
 
 
 def test_resume_command_leaves_the_hub_token_out():
     argv = ["--output_dir", "out", "--hub_token", "hf_SECRET", "--push_to_hub", "--hub_token=hf_SECRET2"]
-    command = resume_command("run_mlm.py", argv)
+    command = resume_command("run_mlm.py", argv, env={})
     assert "hf_SECRET" not in command
     assert shlex.split(command) == ["python", "run_mlm.py", "--output_dir", "out", "--push_to_hub",
                                     "--resume_from_checkpoint", "auto"]
