@@ -195,6 +195,7 @@ def test_exp_curve_decay_flags_reach_the_lr_callback_in_budget_fractions(tmp_pat
     assert (budget.decay_rate, budget.decay_step) == (0.5, 6.0)
     now = ManualTime()
     clock = BudgetClock(budget.total_seconds, time_fn=now)
+    clock.start()
     callbacks = build_budget_callbacks(clock, budget, shard_steps=10, has_validation=False, run_arguments={})
     (lr_callback,) = [c for c in callbacks if isinstance(c, TimeBasedLRCallback)]
     # Six hours after the warmup, the LR is half its peak.
