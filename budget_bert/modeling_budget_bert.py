@@ -397,6 +397,10 @@ class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
         self.budget_bert = BudgetBertModel(config, add_pooling_layer=False)
         self.lm_head = BudgetBertLMHead(config)
         self.post_init()
+        if config.tie_word_embeddings:
+            # The tied decoder is never saved; naming it here lets the Trainer re-tie it when it resumes from a
+            # checkpoint instead of warning that the checkpoint lacks it.
+            self._keys_to_ignore_on_save = {"lm_head.decoder.weight"}
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder
