@@ -214,6 +214,8 @@ def benchmark(args: BenchmarkArguments) -> dict:
         "cpu_time_ratio": statistics.median(cpu_ratios),
         "ratios": ratios,
     }
+    if torch.device(args.device).type == "cuda":
+        results["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(args.device) / 2**30
     if args.measure_peak:
         args.peak_tflops = measure_matmul_tflops(args)
         results["measured_peak_tflops"] = args.peak_tflops
@@ -236,6 +238,9 @@ def main():
         flush=True,
     )
     results = benchmark(args)
+    if "max_memory_allocated_gib" in results:
+        gib = results["max_memory_allocated_gib"]
+        print(f"peak GPU memory allocated (both models and their optimizers): {gib:.1f} GiB")
     if "measured_peak_tflops" in results:
         print(f"measured {args.dtype} matrix rate: {results['measured_peak_tflops']:,.1f} TFLOP/s (the MFU peak)")
     for name, value in results["tokens_per_second"].items():
