@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"run_mlm.py: {message}") from error
     finally:
         if pusher is not None:
-            pusher.close(timeout=budget_args.hub_push_timeout)
+            preempted = clock.interrupted
+            pusher.close(
+                timeout=budget_args.hub_push_timeout_on_preemption if preempted else budget_args.hub_push_timeout
+            )
         finish_distributed()
 
 

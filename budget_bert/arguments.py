@@ -160,6 +160,11 @@ class BudgetArguments:
         metadata={"help": "With --push_to_hub: seconds to wait at the end of training for snapshot uploads still "
                   "under way; what has not landed by then is listed with the command that pushes it later."},
     )
+    hub_push_timeout_on_preemption: float = field(
+        default=30.0,
+        metadata={"help": "The same wait when a SIGTERM/SIGINT stopped the run: a scheduler's grace period is short "
+                  "(SLURM's KillWait is 30 s by default), and the checkpoint comes first."},
+    )
 
     def __post_init__(self):
         problems = self.problems()
@@ -183,6 +188,9 @@ class BudgetArguments:
             problems.append(f"--lr_schedule {self.lr_schedule}: use 'time' or 'step'")
         if self.curve not in ("linear", "exp"):
             problems.append(f"--curve {self.curve}: use 'linear' or 'exp'")
+        for name in ("hub_push_timeout", "hub_push_timeout_on_preemption"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"--{name} must be >= 0 seconds, got {getattr(self, name)}")
         if not 0 < self.decay_rate <= 1:
             problems.append(f"--decay_rate must be in (0, 1], got {self.decay_rate}")
         if not self.decay_step > 0:

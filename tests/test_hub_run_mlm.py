@@ -3,14 +3,17 @@
 Each test is one run_mlm.py subprocess (an 8-second budget) that pushes its snapshots in the background: every
 snapshot lands on its branch with its card and loads from there in a fresh process; refused and dropped uploads
 are retried until they land; a Hub that is down leaves the snapshots on disk and the commands that push them
-later. In every run, the token given with `--hub_token` is in no file the run wrote and in none of its output.
+later, and a run stopped by SIGTERM waits for it only `--hub_push_timeout_on_preemption`. In every run, the token
+given with `--hub_token` is in no file the run wrote and in none of its output.
 """
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -19,7 +22,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from budget_bert.hub import push
-from budget_bert.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
+from budget_bert.preemption import EXIT_PREEMPTED
+from budget_bert.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR, snapshot_name
 from hub_server import HUB_TOKEN, hub_env, hub_server  # noqa: F401 - fixtures
 from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, prepared_data  # noqa: F401 - fixture
 
@@ -184,3 +188,32 @@ def test_a_hub_down_for_the_whole_run_leaves_the_snapshots_and_the_commands_to_p
         assert argv[:3] == ["python", "-m", "budget_bert.hub.push"]
         assert push.main(argv[3:]) == 0
     assert_snapshots_on_their_branches(hub_env, output_dir)
+
+
+def test_a_preempted_run_waits_for_the_hub_only_its_preemption_timeout(hub_env, prepared_data, tmp_path):
+    hub_env.down = True
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "run_mlm.py", "--dataset_path", str(prepared_data.dataset), "--output_dir", str(output_dir),
+        *TINY_MODEL_FLAGS, "--lr", "1e-3", "--train_micro_batch_size_per_gpu", "8", "--train_batch_size", "8",
+        "--total_training_time", str(600 / 3600), "--finetune_time_markers", "0.005",
+        "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", HUB_TOKEN,
+        # The end-of-training wait would outlast this test; a preempted run uses the second one.
+        "--hub_push_timeout", "3600", "--hub_push_timeout_on_preemption", "0",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        snapshot = output_dir / SNAPSHOTS_DIR / snapshot_name(0.005)
+        for _ in range(1200):
+            if snapshot.is_dir() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert snapshot.is_dir(), "no snapshot was taken"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_PREEMPTED, output[-3000:]
+    assert "Preempted at step" in output
+    assert f"1 snapshot(s) were not pushed to {REPO_ID}; they stay on disk:" in output
+    assert "push it later with: " in output and str(snapshot) in output
