@@ -2,9 +2,10 @@
 
 Post-LN BudgetBert is exactly BERT (see `budget_bert.convert.load_bert_weights`); pre-LN (the default) moves every
 norm in front of its block and adds a final norm. Speed comes from a fused QKV projection, PyTorch's
-`scaled_dot_product_attention`, and a sparse MLM head that only decodes the positions that carry a label.
+`scaled_dot_product_attention`, a sparse MLM head that only decodes the positions that carry a label, and on the
+CPU a cheaper dropout mask.
 
-The file reads top-down: embeddings, attention, layer, encoder, `PreTrainedModel`, heads. Shape comments use
+The file reads top-down: norm and dropout helpers, embeddings, attention, layer, encoder, `PreTrainedModel`, heads. Shape comments use
 B batch, T sequence length, H hidden size, nh heads, hs head size, V vocabulary, Vp padded vocabulary,
 N labelled (masked) tokens.
 """
@@ -475,8 +476,8 @@ class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.budget_bert = BudgetBertModel(config)
-        dropout = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = Dropout(dropout)
+        classifier_dropout = config.classifier_dropout
+        self.dropout = Dropout(config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
