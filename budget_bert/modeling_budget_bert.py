@@ -5,9 +5,9 @@ norm in front of its block and adds a final norm. Speed comes from a fused QKV p
 `scaled_dot_product_attention`, a sparse MLM head that only decodes the positions that carry a label, and on the
 CPU a cheaper dropout mask.
 
-The file reads top-down: norm and dropout helpers, embeddings, attention, layer, encoder, `PreTrainedModel`, heads. Shape comments use
-B batch, T sequence length, H hidden size, nh heads, hs head size, V vocabulary, Vp padded vocabulary,
-N labelled (masked) tokens.
+The file reads top-down: norm and dropout helpers, embeddings, attention, layer, encoder, `PreTrainedModel`,
+heads. Shape comments use B batch, T sequence length, H hidden size, nh heads, hs head size, V vocabulary, Vp
+padded vocabulary, N labelled (masked) tokens.
 """
 
 import torch
