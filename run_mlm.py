@@ -130,10 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"run_mlm.py: {message}") from error
     finally:
         if pusher is not None:
-            preempted = clock.interrupted
-            pusher.close(
-                timeout=budget_args.hub_push_timeout_on_preemption if preempted else budget_args.hub_push_timeout
-            )
+            timeout = budget_args.hub_push_timeout_on_preemption if clock.interrupted else budget_args.hub_push_timeout
+            pusher.close(timeout=timeout)
         finish_distributed()
 
 

@@ -143,6 +143,11 @@ def flops_per_token(model: torch.nn.Module, args: BenchmarkArguments) -> float:
     return 6 * non_embedding_parameters(model) + 12 * config.num_hidden_layers * config.hidden_size * args.seq_len
 
 
+def synchronizer(device: str):
+    """A call that waits for the device's queued work: `torch.cuda.synchronize` on CUDA, nothing elsewhere."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+
 class Trainee:
     """One model with its AdamW optimizer, stepping through the shared batches."""
 
@@ -152,7 +157,7 @@ class Trainee:
         device_type = torch.device(args.device).type
         dtype = DTYPES[args.dtype]
         self.autocast = (lambda: torch.autocast(device_type, dtype=dtype)) if dtype else nullcontext
-        self.synchronize = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+        self.synchronize = synchronizer(args.device)
 
     def run(self, batches: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
         """Train one step per batch; return the wall-clock and the process CPU seconds."""
@@ -173,7 +178,7 @@ def measure_matmul_tflops(args: BenchmarkArguments, size: int = 8192, repeats: i
     dtype = DTYPES[args.dtype] or torch.float32
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     a, b = (torch.randn(size, size, device=args.device, dtype=dtype, generator=generator) for _ in range(2))
-    synchronize = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    synchronize = synchronizer(args.device)
     for _ in range(3):
         a @ b
     synchronize()

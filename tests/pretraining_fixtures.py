@@ -16,6 +16,8 @@ Subprocesses inherit the offline and thread settings of `tests/conftest.py` thro
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from budget_bert.tokenizer import train_wordpiece_tokenizer
 
 
 REPO = Path(__file__).resolve().parents[1]
+WAIT_SECONDS = 300  # generous: the machine running the tests may be busy
 
 # A BudgetBert small enough to take several optimizer steps a second on one CPU core.
 TINY_MODEL_FLAGS = (
@@ -94,3 +97,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(condition, process, what: str, timeout: float = WAIT_SECONDS):
+    """Poll `condition` every few milliseconds until it returns something true; fail if `process` ends first.
+
+    `process` is a `subprocess.Popen` or a `multiprocessing.Process`.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        alive = process.poll() is None if isinstance(process, subprocess.Popen) else process.is_alive()
+        if not alive:
+            pytest.fail(f"the run ended before {what}")
+        time.sleep(0.005)
+    pytest.fail(f"timed out waiting for {what}")

@@ -13,6 +13,9 @@ from budget_bert.arguments import (
     gradient_accumulation_steps,
     parse_pretraining_args,
 )
+from budget_bert.clock import BudgetClock, ManualTime
+from budget_bert.pretraining import build_budget_callbacks
+from trainer_callbacks.time_based_lr import TimeBasedLRCallback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,10 +188,6 @@ def test_trainer_push_flags_that_would_be_ignored_are_refused(tmp_path, flag):
 
 
 def test_exp_curve_decay_flags_reach_the_lr_callback_in_budget_fractions(tmp_path, monkeypatch):
-    from budget_bert.clock import BudgetClock, ManualTime
-    from budget_bert.pretraining import build_budget_callbacks
-    from trainer_callbacks.time_based_lr import TimeBasedLRCallback
-
     monkeypatch.setenv("WORLD_SIZE", "1")
     argv = _seed_argv(tmp_path, curve="exp", total_training_time=24.0) + ["--decay_rate", "0.5", "--decay_step", "6"]
     _, _, budget, _ = parse_pretraining_args(argv)
@@ -204,7 +203,9 @@ def test_exp_curve_decay_flags_reach_the_lr_callback_in_budget_fractions(tmp_pat
     assert lr_callback.factor() == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--decay_rate", "0"], "--decay_rate"), (["--decay_step", "-1"], "--decay_step")])
+@pytest.mark.parametrize(
+    ("flags", "message"), [(["--decay_rate", "0"], "--decay_rate"), (["--decay_step", "-1"], "--decay_step")]
+)
 def test_bad_exp_curve_decay_flags_name_the_flag(tmp_path, flags, message):
     with pytest.raises(ArgumentError, match=message):
         parse_pretraining_args(_seed_argv(tmp_path) + flags)

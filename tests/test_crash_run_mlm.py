@@ -25,10 +25,16 @@ from budget_bert.checkpointing import checkpoint_folders, complete_checkpoints, 
 from budget_bert.data.loading import load_prepared_dataset, steps_per_shard
 from budget_bert.preemption import EXIT_PREEMPTED
 from budget_bert.snapshots import SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
-from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, free_port, prepared_data  # noqa: F401 - fixture
+from pretraining_fixtures import (  # noqa: F401 - fixture
+    REPO,
+    TINY_MODEL_FLAGS,
+    WAIT_SECONDS,
+    free_port,
+    prepared_data,
+    wait_until,
+)
 
 
-WAIT_SECONDS = 300  # generous: the machine running the tests may be busy
 # One OpenMP thread per process: two spin against each other on a busy two-core machine and slow tiny steps a lot.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -41,20 +47,6 @@ def run_mlm_flags(data, output_dir: Path, budget_seconds: float, *extra: str) ->
         "--total_training_time", str(budget_seconds / 3600), "--num_epochs_between_checkpoints", "1",
         "--print_steps", "1", "--disable_tqdm", "true", "--log_level", "info", "--seed", "0", *extra,
     ]
-
-
-def wait_until(condition, process, what: str, timeout: float = WAIT_SECONDS):
-    """Poll `condition` every few milliseconds until it returns something true; fail if `process` ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        alive = process.poll() is None if isinstance(process, subprocess.Popen) else process.is_alive()
-        if not alive:
-            pytest.fail(f"the run ended before {what}")
-        time.sleep(0.005)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def logged_steps(log: Path) -> int:

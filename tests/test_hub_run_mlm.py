@@ -13,7 +13,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from budget_bert.hub import push
 from budget_bert.preemption import EXIT_PREEMPTED
 from budget_bert.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR, snapshot_name
 from hub_server import HUB_TOKEN, hub_env, hub_server  # noqa: F401 - fixtures
-from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, prepared_data  # noqa: F401 - fixture
+from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, prepared_data, wait_until  # noqa: F401 - fixture
 
 
 REPO_ID = "fake-user/budget-bert-tiny"
@@ -50,14 +49,21 @@ with open(f"{out}/loaded.json", "w") as file:
 """
 
 
-def run_mlm(data, output_dir: Path, *flags: str) -> subprocess.CompletedProcess:
-    """Pretrain for `BUDGET_SECONDS` with snapshots at 0.3 and 0.6 of the budget, pushing them to `REPO_ID`."""
-    command = [
+def run_mlm_command(
+    data, output_dir: Path, *flags: str, budget_seconds: float = BUDGET_SECONDS, markers: str = "0.3,0.6"
+) -> list[str]:
+    """The command that pretrains for `budget_seconds` with snapshots at `markers`, pushing them to `REPO_ID`."""
+    return [
         sys.executable, "run_mlm.py", "--dataset_path", str(data.dataset), "--output_dir", str(output_dir),
         *TINY_MODEL_FLAGS, "--lr", "1e-3", "--train_micro_batch_size_per_gpu", "8", "--train_batch_size", "8",
-        "--total_training_time", str(BUDGET_SECONDS / 3600), "--finetune_time_markers", "0.3,0.6",
+        "--total_training_time", str(budget_seconds / 3600), "--finetune_time_markers", markers,
         "--log_level", "info", "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", HUB_TOKEN, *flags,
     ]
+
+
+def run_mlm(data, output_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+    """Run `run_mlm_command` with the defaults to its end; it must succeed."""
+    command = run_mlm_command(data, output_dir, *flags)
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -193,22 +199,16 @@ def test_a_hub_down_for_the_whole_run_leaves_the_snapshots_and_the_commands_to_p
 def test_a_preempted_run_waits_for_the_hub_only_its_preemption_timeout(hub_env, prepared_data, tmp_path):
     hub_env.down = True
     output_dir = tmp_path / "out"
-    command = [
-        sys.executable, "run_mlm.py", "--dataset_path", str(prepared_data.dataset), "--output_dir", str(output_dir),
-        *TINY_MODEL_FLAGS, "--lr", "1e-3", "--train_micro_batch_size_per_gpu", "8", "--train_batch_size", "8",
-        "--total_training_time", str(600 / 3600), "--finetune_time_markers", "0.005",
-        "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", HUB_TOKEN,
+    command = run_mlm_command(
+        prepared_data, output_dir,
         # The end-of-training wait would outlast this test; a preempted run uses the second one.
         "--hub_push_timeout", "3600", "--hub_push_timeout_on_preemption", "0",
-    ]
+        budget_seconds=600, markers="0.005",
+    )
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    snapshot = output_dir / SNAPSHOTS_DIR / snapshot_name(0.005)
     try:
-        snapshot = output_dir / SNAPSHOTS_DIR / snapshot_name(0.005)
-        for _ in range(1200):
-            if snapshot.is_dir() or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert snapshot.is_dir(), "no snapshot was taken"
+        wait_until(snapshot.is_dir, process, "the first snapshot")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
     finally:
