@@ -11,8 +11,9 @@ tokens per parameter, and a recommended shape with its run_mlm.py command.
 Micro batch: candidates double from 1 while micro batch x processes still divides the global batch. On CUDA the
 largest candidate whose two trial steps run without running out of memory is taken. On the CPU a candidate is tried
 only while its memory estimate (`estimated_training_bytes`) stays under 80% of the memory psutil reports available,
-and kept only while it raises tokens/s by at least 5% over the best smaller one: on the CPU a bigger batch stops
-paying once the matrix products are large enough, and only costs memory.
+and kept only while its median step raises tokens/s by at least 5% over the best smaller one: on the CPU a bigger
+batch stops paying once the matrix products are large enough, and only costs memory. tokens/s is then every token
+of --probe_seconds of steps at that micro batch (after a warm-up step) over their time, on one device.
 
 Recommendation (`RULE`): the largest shape whose budget gives at least --min_tokens_per_parameter tokens per
 parameter (default 20, the compute-optimal ratio of Hoffmann et al. 2022, "Training Compute-Optimal Large Language
@@ -27,6 +28,7 @@ import gc
 import json
 import logging
 import math
+import statistics
 import sys
 import textwrap
 import time
@@ -329,16 +331,17 @@ class TrainingStepProbe:
             torch.cuda.empty_cache()
         return False
 
-    def tokens_per_second(self, seconds: float) -> float:
-        """Tokens/s of steps on the current batch over at least `seconds` (and two steps), after one warm-up step."""
+    def time_steps(self, seconds: float) -> list[float]:
+        """Seconds of each step on the current batch, over at least `seconds` and three steps, after a warm-up step."""
         self.step()
         self.synchronize()
-        steps, start = 0, time.perf_counter()
-        while steps < 2 or time.perf_counter() - start < seconds:
+        times: list[float] = []
+        while len(times) < 3 or sum(times) < seconds:
+            start = time.perf_counter()
             self.step()
-            steps += 1
             self.synchronize()
-        return steps * self.batch["input_ids"].numel() / (time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
+        return times
 
     def close(self) -> None:
         """Free the model, optimizer and batch (before the next shape is built)."""
@@ -364,7 +367,8 @@ def probe_shape(name: str, shape: Shape, args: PlanArguments) -> list[Measuremen
         return probe.runs_without_oom(micro_batch)
 
     def search_speed(micro_batch: int) -> float:
-        speed = probe.tokens_per_second(SEARCH_SHARE * args.probe_seconds)
+        # The median step: one step slowed by another process on a shared machine must not end the doubling.
+        speed = micro_batch * args.seq / statistics.median(probe.time_steps(SEARCH_SHARE * args.probe_seconds))
         logger.info(f"{name} {probe.precision}: micro batch {micro_batch}: {speed:,.0f} tokens/s")
         return speed
 
@@ -380,7 +384,8 @@ def probe_shape(name: str, shape: Shape, args: PlanArguments) -> list[Measuremen
             probe.set_micro_batch(micro_batch)
             if on_cuda:
                 torch.cuda.reset_peak_memory_stats(probe.device)
-            speed = probe.tokens_per_second(args.probe_seconds)
+            times = probe.time_steps(args.probe_seconds)
+            speed = len(times) * micro_batch * args.seq / sum(times)
             peak = torch.cuda.max_memory_allocated(probe.device) / 2**30 if on_cuda else None
             logger.info(f"{name} {precision}: micro batch {micro_batch}, {speed:,.0f} tokens/s")
             measurements.append(Measurement(precision, micro_batch, speed, peak))
