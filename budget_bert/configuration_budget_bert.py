@@ -7,6 +7,8 @@ from transformers.activations import ACT2FN
 
 ENCODER_LN_MODES = ("pre-ln", "post-ln")
 LAYER_NORM_TYPES = ("layernorm", "rmsnorm")
+MLP_TYPES = ("mlp", "glu")
+POSITION_EMBEDDING_TYPES = ("absolute", "rope")
 
 # Written into every saved config so that a snapshot folder (which always carries both code files, see
 # `register_for_auto_class` in `budget_bert/__init__.py`) loads through any of these Auto classes with
@@ -23,7 +25,9 @@ DEFAULT_AUTO_MAP = {
 class BudgetBertConfig(PretrainedConfig):
     r"""
     Configuration of a BudgetBert encoder: a BERT encoder (`BertConfig` field names and defaults, bert-base sizes)
-    with the architecture switches of academic-budget-bert.
+    with the architecture switches of academic-budget-bert and of recent encoders (ModernBERT's gated MLP, rotary
+    positions and bias-free layers; query/key normalisation; scaled residual initialisation). Every switch defaults
+    to BERT's behaviour.
 
     Args:
         vocab_size (`int`, defaults to 30522): number of real tokens in the vocabulary. The embedding matrix has
@@ -31,12 +35,23 @@ class BudgetBertConfig(PretrainedConfig):
         hidden_size (`int`, defaults to 768): width of the encoder.
         num_hidden_layers (`int`, defaults to 12): number of encoder layers.
         num_attention_heads (`int`, defaults to 12): attention heads per layer; must divide `hidden_size`.
-        intermediate_size (`int`, defaults to 3072): width of the feed-forward block.
+        intermediate_size (`int`, defaults to 3072): width of the feed-forward block; with `mlp_type="glu"`, the
+            width of each of its two halves (ModernBERT's convention), so a gated block of width 2I/3 has the
+            parameters and FLOPs of an ungated one of width I (bert-base's 3072 -> 2048).
         hidden_act (`str`, defaults to `"gelu"`): activation of the feed-forward block and the MLM head, a key of
-            `transformers.activations.ACT2FN`.
+            `transformers.activations.ACT2FN`. With `mlp_type="glu"`, `"gelu"` makes GeGLU and `"silu"` SwiGLU.
+        mlp_type (`str`, defaults to `"mlp"`): `"mlp"` is BERT's `Linear -> act -> Linear`; `"glu"` is a gated
+            linear unit: one projection to `2 * intermediate_size`, split in halves `(input, gate)`, then
+            `act(input) * gate` goes through the output projection.
         hidden_dropout_prob (`float`, defaults to 0.1): dropout on embeddings and on every residual branch.
         attention_probs_dropout_prob (`float`, defaults to 0.1): dropout on the attention probabilities.
-        max_position_embeddings (`int`, defaults to 512): longest sequence the learned positions cover.
+        max_position_embeddings (`int`, defaults to 512): longest sequence the learned positions cover (with
+            rotary positions nothing is learned per position; the tokenizer's length is still capped by it).
+        position_embedding_type (`str`, defaults to `"absolute"`): `"absolute"` adds BERT's learned position
+            table to the embeddings; `"rope"` has no position table and rotates each head's queries and keys by
+            their position (rotary embeddings, RoFormer), which needs an even head size.
+        rope_theta (`float`, defaults to 10000.0): base of the rotary frequencies; read only with
+            `position_embedding_type="rope"`.
         type_vocab_size (`int`, defaults to 2): number of token types (segments).
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal weight initialisation.
         layer_norm_eps (`float`, defaults to 1e-12): epsilon of every normalisation layer.
@@ -46,6 +61,18 @@ class BudgetBertConfig(PretrainedConfig):
         encoder_ln_mode (`str`, defaults to `"pre-ln"`): `"pre-ln"` normalises the input of each attention and
             feed-forward block and the encoder output; `"post-ln"` normalises after each residual sum, exactly BERT.
         layer_norm_type (`str`, defaults to `"layernorm"`): `"layernorm"` or `"rmsnorm"`, for every norm layer.
+        linear_bias (`bool`, defaults to `True`): bias on every linear layer of the encoder (QKV, attention output,
+            feed-forward), the MLM head's dense layer and the pooler; ModernBERT has none. The classifier of
+            `BudgetBertForSequenceClassification` always has one.
+        norm_bias (`bool`, defaults to `True`): bias of the LayerNorm layers (RMSNorm never has one).
+        decoder_bias (`bool`, defaults to `True`): bias of the MLM decoder (the vocabulary projection).
+        qk_norm (`bool`, defaults to `False`): RMS-normalise each head's queries and keys over the head size, with
+            learned weights (one for queries, one for keys, shared by the heads), before attention (and before the
+            rotation, with rotary positions).
+        scale_residual_init (`bool`, defaults to `False`): initialise the output projections of attention and of
+            the feed-forward block (the layers that write into the residual stream) with standard deviation
+            `initializer_range / sqrt(2 * num_hidden_layers)` (GPT-2, Megatron, ModernBERT) instead of
+            `initializer_range`.
         layernorm_embedding (`bool`, defaults to `True`): normalise the summed embeddings (BERT does).
         sparse_mask_prediction (`bool`, defaults to `True`): when labels are given, run the MLM head only on the
             positions whose label is not -100.
@@ -72,9 +99,12 @@ class BudgetBertConfig(PretrainedConfig):
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
+    mlp_type: str = "mlp"
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
     max_position_embeddings: int = 512
+    position_embedding_type: str = "absolute"
+    rope_theta: float | int = 10000.0
     type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
@@ -83,6 +113,11 @@ class BudgetBertConfig(PretrainedConfig):
     encoder_ln_mode: str = "pre-ln"
     layer_norm_type: str = "layernorm"
     layernorm_embedding: bool = True
+    linear_bias: bool = True
+    norm_bias: bool = True
+    decoder_bias: bool = True
+    qk_norm: bool = False
+    scale_residual_init: bool = False
     sparse_mask_prediction: bool = True
     pad_vocab_size_multiple: int = 8
     tie_word_embeddings: bool = True
@@ -111,6 +146,22 @@ class BudgetBertConfig(PretrainedConfig):
             problems.append(f"`encoder_ln_mode` must be one of {ENCODER_LN_MODES}, got {self.encoder_ln_mode!r}.")
         if self.layer_norm_type not in LAYER_NORM_TYPES:
             problems.append(f"`layer_norm_type` must be one of {LAYER_NORM_TYPES}, got {self.layer_norm_type!r}.")
+        if self.mlp_type not in MLP_TYPES:
+            problems.append(f"`mlp_type` must be one of {MLP_TYPES}, got {self.mlp_type!r}.")
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            problems.append(
+                f"`position_embedding_type` must be one of {POSITION_EMBEDDING_TYPES}, "
+                f"got {self.position_embedding_type!r}."
+            )
+        elif self.position_embedding_type == "rope" and self.hidden_size > 0 and self.num_attention_heads > 0:
+            head_size = self.hidden_size // self.num_attention_heads
+            if head_size % 2:
+                problems.append(
+                    f"`position_embedding_type=\"rope\"` rotates pairs of head dimensions, so the head size "
+                    f"(`hidden_size / num_attention_heads` = {head_size}) must be even; change either."
+                )
+        if self.rope_theta <= 0:
+            problems.append(f"`rope_theta` must be positive, got {self.rope_theta}.")
         if self.hidden_act not in ACT2FN:
             problems.append(f"`hidden_act` must be a key of transformers' ACT2FN, got {self.hidden_act!r}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):

@@ -37,10 +37,23 @@ _HEAD_RENAMES = {
 # The MLM decoder weight is the word embedding matrix (tied), and the buffers are rebuilt by the model.
 _SKIPPED = re.compile(r"cls\.predictions\.decoder\.weight|.*(position_ids|token_type_ids)")
 _QKV = re.compile(r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)")
+# The BudgetBert switches under which its architecture is BERT's: every other value adds, drops or reshapes weights.
+BERT_ARCHITECTURE = {
+    "encoder_ln_mode": "post-ln",
+    "layer_norm_type": "layernorm",
+    "layernorm_embedding": True,
+    "mlp_type": "mlp",
+    "position_embedding_type": "absolute",
+    "linear_bias": True,
+    "norm_bias": True,
+    "decoder_bias": True,
+    "qk_norm": False,
+}
 
 
 def budget_bert_config_from_bert(bert_config: BertConfig, **overrides) -> BudgetBertConfig:
-    """A post-LN `BudgetBertConfig` with the shape and hyperparameters of `bert_config`; `overrides` win."""
+    """A `BudgetBertConfig` with the shape and hyperparameters of `bert_config` and BERT's architecture
+    (`BERT_ARCHITECTURE`, BERT's plain initialisation); `overrides` win."""
     fields = (
         "vocab_size",
         "hidden_size",
@@ -58,7 +71,8 @@ def budget_bert_config_from_bert(bert_config: BertConfig, **overrides) -> Budget
         "classifier_dropout",
     )
     kwargs = {name: getattr(bert_config, name) for name in fields}
-    kwargs.update(id2label=bert_config.id2label, label2id=bert_config.label2id, encoder_ln_mode="post-ln")
+    kwargs.update(BERT_ARCHITECTURE, scale_residual_init=False)
+    kwargs.update(id2label=bert_config.id2label, label2id=bert_config.label2id)
     kwargs.update(overrides)
     return BudgetBertConfig(**kwargs)
 
@@ -103,16 +117,16 @@ def convert_bert_state_dict(
 
 def load_bert_weights(model: BudgetBertPreTrainedModel, bert_model: torch.nn.Module) -> None:
     """Copy the weights of a stock BERT (`BertModel`, `BertForMaskedLM`, `BertForSequenceClassification`) into
-    `model`, a post-LN BudgetBert of the same shape (build its config with `budget_bert_config_from_bert`).
+    `model`, a BudgetBert of the same shape with BERT's architecture (`BERT_ARCHITECTURE`; build its config with
+    `budget_bert_config_from_bert`).
 
     Every encoder parameter must receive a value, else `ValueError` names the missing ones; head parameters the
     BERT model does not have (a fresh classifier, say) keep their initialisation and are logged.
     """
-    bert_shaped = {"encoder_ln_mode": "post-ln", "layer_norm_type": "layernorm", "layernorm_embedding": True}
-    wrong = [f"{name}={getattr(model.config, name)!r}" for name, value in bert_shaped.items()
+    wrong = [f"{name}={getattr(model.config, name)!r}" for name, value in BERT_ARCHITECTURE.items()
              if getattr(model.config, name) != value]
     if wrong:
-        raise ValueError(f"BERT weights need a config with {bert_shaped}; this one has {', '.join(wrong)}.")
+        raise ValueError(f"BERT weights need a config with {BERT_ARCHITECTURE}; this one has {', '.join(wrong)}.")
     state_dict = convert_bert_state_dict(bert_model.state_dict(), model.config)
     prefix = "" if isinstance(model, BudgetBertModel) else "budget_bert."
     if not prefix:

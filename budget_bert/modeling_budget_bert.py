@@ -3,16 +3,20 @@
 Post-LN BudgetBert is exactly BERT (see `budget_bert.convert.load_bert_weights`); pre-LN (the default) moves every
 norm in front of its block and adds a final norm. Speed comes from a fused QKV projection, PyTorch's
 `scaled_dot_product_attention`, a sparse MLM head that only decodes the positions that carry a label, and on the
-CPU a cheaper dropout mask.
+CPU a cheaper dropout mask. Config switches add the pieces of recent encoders (ModernBERT): a gated MLP, rotary
+positions, bias-free layers, query/key normalisation and a scaled residual initialisation.
 
-The file reads top-down: norm and dropout helpers, embeddings, attention, layer, encoder, `PreTrainedModel`,
-heads. Shape comments use B batch, T sequence length, H hidden size, nh heads, hs head size, V vocabulary, Vp
-padded vocabulary, N labelled (masked) tokens.
+The file reads top-down: norm and dropout helpers, embeddings, rotary positions, attention, layer, encoder,
+`PreTrainedModel`, heads. Shape comments use B batch, T sequence length, H hidden size, nh heads, hs head size,
+I intermediate size, V vocabulary, Vp padded vocabulary, N labelled (masked) tokens.
 """
+
+import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
@@ -28,7 +32,7 @@ def make_norm(config: BudgetBertConfig) -> nn.Module:
     """The normalisation layer `config.layer_norm_type` names, over the hidden size."""
     if config.layer_norm_type == "rmsnorm":
         return nn.RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.norm_bias)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -55,14 +59,20 @@ class Dropout(nn.Dropout):
 
 
 class BudgetBertEmbeddings(nn.Module):
-    """Sum of word, position and token type embeddings, optionally normalised, then dropout."""
+    """Sum of word, position (absolute positions only) and token type embeddings, optionally normalised, then
+    dropout. With rotary positions there is no position table: `position_ids` are read by the attention instead.
+    """
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(
             config.padded_vocab_size, config.hidden_size, padding_idx=config.pad_token_id
         )
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.position_embeddings = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "absolute"
+            else None
+        )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = make_norm(config) if config.layernorm_embedding else nn.Identity()
         self.dropout = Dropout(config.hidden_dropout_prob)
@@ -82,12 +92,62 @@ class BudgetBertEmbeddings(nn.Module):
             token_type = self.token_type_embeddings.weight[0]  # (H,)
         else:
             token_type = self.token_type_embeddings(token_type_ids)  # (B, T, H)
-        if position_ids is None:
-            position = self.position_embeddings.weight[:seq_length]  # (T, H)
-        else:
-            position = self.position_embeddings(position_ids)  # (B, T, H)
-        embeddings = inputs_embeds + token_type + position  # (B, T, H), BERT's summation order
+        embeddings = inputs_embeds + token_type  # (B, T, H)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                position = self.position_embeddings.weight[:seq_length]  # (T, H)
+            else:
+                position = self.position_embeddings(position_ids)  # (B, T, H)
+            embeddings = embeddings + position  # BERT's summation order
         return self.dropout(self.norm(embeddings))
+
+
+class BudgetBertRotaryEmbedding(nn.Module):
+    """The cosines and sines of rotary position embeddings (RoFormer), computed once per forward for all layers.
+
+    Head dimension i and i + hs/2 form a pair rotated by the angle position * theta^(-2i/hs) (the `rotate_half`
+    layout of HF's Llama and ModernBERT). The frequencies are recomputed each call rather than kept in a buffer:
+    it costs a few ops on hs/2 numbers and leaves nothing to move, initialise or load.
+    """
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.theta = float(config.rope_theta)
+
+    def forward(
+        self, seq_length: int, position_ids: torch.Tensor | None, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (cos, sin), each (T, 1, 1, hs), or (B, T, 1, 1, hs) for explicit `position_ids` (B, T): shaped
+        to broadcast over the (B, T, 2, nh, hs) queries and keys."""
+        exponents = torch.arange(0, self.head_size, 2, device=device, dtype=torch.float32) / self.head_size
+        inverse_frequencies = self.theta**-exponents  # (hs/2,)
+        if position_ids is None:
+            positions = torch.arange(seq_length, device=device, dtype=torch.float32)  # (T,)
+        else:
+            positions = position_ids.float()  # (B, T)
+        angles = positions[..., None] * inverse_frequencies  # (..., T, hs/2)
+        angles = torch.cat((angles, angles), dim=-1)[..., None, None, :]  # (..., T, 1, 1, hs)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the last dimension of `x` (..., hs) by the angles whose cosines and sines are given."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+class BudgetBertQKNorm(nn.Module):
+    """RMSNorm of each head's query and key over the head size, with one learned weight for queries and one for
+    keys (shared by the heads); applied to both at once, on the stacked (B, T, 2, nh, hs) tensor."""
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__()
+        self.eps = config.layer_norm_eps
+        self.weight = nn.Parameter(torch.ones(2, 1, config.hidden_size // config.num_attention_heads))
+
+    def forward(self, query_key: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(query_key, query_key.shape[-1:], eps=self.eps) * self.weight  # (B, T, 2, nh, hs)
 
 
 def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -121,8 +181,17 @@ def eager_attention(
     return context, probs
 
 
+class ResidualOutputLinear(nn.Linear):
+    """A linear layer whose output is added to the residual stream (attention and feed-forward output).
+
+    Its own class so that `_init_weights` can find it: HF does not pass modules without parameters of their own
+    (a layer, an attention block) to `_init_weights` in remote code, so the init is decided on the linear itself.
+    """
+
+
 class BudgetBertSelfAttention(nn.Module):
-    """Multi-head self-attention with one fused QKV projection and an output projection.
+    """Multi-head self-attention with one fused QKV projection and an output projection, optionally normalising
+    and rotating (rotary positions) the queries and keys.
 
     Runs through `torch.nn.functional.scaled_dot_product_attention`, or through `eager_attention` when the
     probabilities are requested or the model was loaded with `attn_implementation="eager"`.
@@ -134,18 +203,31 @@ class BudgetBertSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_size = config.hidden_size // config.num_attention_heads
         self.dropout_prob = config.attention_probs_dropout_prob
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.linear_bias)
+        self.qk_norm = BudgetBertQKNorm(config) if config.qk_norm else None
+        self.dense = ResidualOutputLinear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         bias: torch.Tensor | None = None,
         output_attentions: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`rotary` is the (cos, sin) of `BudgetBertRotaryEmbedding`, or None for absolute positions."""
         batch_size, seq_length, hidden_size = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, seq_length, 3, self.num_heads, self.head_size)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        if self.qk_norm is None and rotary is None:
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        else:
+            # Queries and keys go through the norm and the rotation together: one pass over both, not two.
+            query_key = qkv[:, :, :2]  # (B, T, 2, nh, hs)
+            if self.qk_norm is not None:
+                query_key = self.qk_norm(query_key)
+            if rotary is not None:
+                query_key = apply_rotary(query_key, *rotary)
+            query, key = query_key.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, nh, T, hs)
+            value = qkv[:, :, 2].transpose(1, 2)  # (B, nh, T, hs)
         dropout_p = self.dropout_prob if self.training else 0.0
         probs = None
         # SDPA on the CPU draws its dropout mask like F.dropout; the eager path uses the cheaper one.
@@ -161,36 +243,45 @@ class BudgetBertSelfAttention(nn.Module):
 class BudgetBertLayer(GradientCheckpointingLayer):
     """One encoder layer: self-attention then feed-forward, each a residual branch with dropout.
 
-    Pre-LN: `x + f(norm(x))`. Post-LN (BERT): `norm(x + f(x))`.
+    Pre-LN: `x + f(norm(x))`. Post-LN (BERT): `norm(x + f(x))`. The feed-forward block is BERT's MLP or a gated
+    linear unit (`config.mlp_type`); the gated one's `intermediate` projects to both halves at once.
     """
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
         self.pre_ln = config.encoder_ln_mode == "pre-ln"
+        self.gated = config.mlp_type == "glu"
         self.attention = BudgetBertSelfAttention(config)
         self.attention_norm = make_norm(config)
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate = nn.Linear(
+            config.hidden_size, (2 if self.gated else 1) * config.intermediate_size, bias=config.linear_bias
+        )
         self.activation = ACT2FN[config.hidden_act]
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output = ResidualOutputLinear(config.intermediate_size, config.hidden_size, bias=config.linear_bias)
         self.ffn_norm = make_norm(config)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The position-wise feed-forward block, (B, T, H) -> (B, T, H)."""
-        return self.output(self.activation(self.intermediate(hidden_states)))
+        intermediate = self.intermediate(hidden_states)  # (B, T, I), or (B, T, 2I) gated
+        if self.gated:
+            intermediate, gate = intermediate.chunk(2, dim=-1)  # 2 x (B, T, I)
+            return self.output(self.activation(intermediate) * gate)
+        return self.output(self.activation(intermediate))
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         bias: torch.Tensor | None = None,
         output_attentions: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pre_ln:
-            attended, probs = self.attention(self.attention_norm(hidden_states), bias, output_attentions)
+            attended, probs = self.attention(self.attention_norm(hidden_states), bias, output_attentions, rotary)
             hidden_states = hidden_states + self.dropout(attended)
             hidden_states = hidden_states + self.dropout(self.feed_forward(self.ffn_norm(hidden_states)))
         else:
-            attended, probs = self.attention(hidden_states, bias, output_attentions)
+            attended, probs = self.attention(hidden_states, bias, output_attentions, rotary)
             hidden_states = self.attention_norm(hidden_states + self.dropout(attended))
             hidden_states = self.ffn_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
         return hidden_states, probs  # (B, T, H), (B, nh, T, T) or None
@@ -210,6 +301,7 @@ class BudgetBertEncoder(nn.Module):
         bias: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         """Returns (last hidden state, hidden states, attentions).
 
@@ -221,7 +313,9 @@ class BudgetBertEncoder(nn.Module):
         for layer in self.layer:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, probs = layer(hidden_states, bias=bias, output_attentions=output_attentions)
+            hidden_states, probs = layer(
+                hidden_states, bias=bias, output_attentions=output_attentions, rotary=rotary
+            )
             if output_attentions:
                 all_attentions += (probs,)
         hidden_states = self.final_norm(hidden_states)
@@ -235,7 +329,7 @@ class BudgetBertPooler(nn.Module):
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, H)
@@ -249,6 +343,17 @@ class BudgetBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["BudgetBertEmbeddings", "BudgetBertLayer"]
+
+    def _init_weights(self, module: nn.Module):
+        """HF's initialisation (normal weights with `initializer_range`, zero biases, unit norms), plus the
+        query/key norm weights at one and, with `config.scale_residual_init`, the residual output projections at
+        `initializer_range / sqrt(2 * num_hidden_layers)`."""
+        super()._init_weights(module)
+        if isinstance(module, BudgetBertQKNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, ResidualOutputLinear) and self.config.scale_residual_init:
+            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.weight, mean=0.0, std=std)
 
     def resize_token_embeddings(
         self,
@@ -280,6 +385,7 @@ class BudgetBertModel(BudgetBertPreTrainedModel):
     def __init__(self, config: BudgetBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = BudgetBertEmbeddings(config)
+        self.rotary = BudgetBertRotaryEmbedding(config) if config.position_embedding_type == "rope" else None
         self.encoder = BudgetBertEncoder(config)
         self.pooler = BudgetBertPooler(config) if add_pooling_layer else None
         self.post_init()
@@ -301,7 +407,8 @@ class BudgetBertModel(BudgetBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
-        """Encode a batch. `attention_mask` is (B, T) with 1 for tokens and 0 for padding."""
+        """Encode a batch. `attention_mask` is (B, T) with 1 for tokens and 0 for padding; `position_ids` (B, T),
+        0 to T - 1 by default, index the position table or give the rotary angles."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -320,8 +427,11 @@ class BudgetBertModel(BudgetBertPreTrainedModel):
             else embedding_output.dtype
         )
         bias = attention_bias(attention_mask, compute_dtype)  # (B, 1, 1, T) or None
+        rotary = None
+        if self.rotary is not None:
+            rotary = self.rotary(embedding_output.shape[1], position_ids, embedding_output.device, compute_dtype)
         sequence_output, hidden_states, attentions = self.encoder(
-            embedding_output, bias, output_attentions, output_hidden_states
+            embedding_output, bias, output_attentions, output_hidden_states, rotary
         )
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         output = BaseModelOutputWithPooling(
@@ -359,10 +469,10 @@ class BudgetBertLMHead(nn.Module):
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
         self.activation = ACT2FN[config.hidden_act]
         self.norm = make_norm(config)
-        self.decoder = nn.Linear(config.hidden_size, config.padded_vocab_size)
+        self.decoder = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=config.decoder_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.norm(self.activation(self.dense(hidden_states)))  # (..., H)

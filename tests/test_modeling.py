@@ -1,4 +1,5 @@
-"""BudgetBert's encoder: BERT equivalence, attention paths and masks, pre-LN, outputs, gradient checkpointing."""
+"""BudgetBert's encoder: BERT equivalence, attention paths and masks, pre-LN, outputs, gradient checkpointing (the
+cross-cutting ones over every architecture option set of `modeling_fixtures.OPTION_SETS`)."""
 
 import warnings
 
@@ -8,9 +9,9 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert import modeling_budget_bert
-from budget_bert.convert import budget_bert_config_from_bert, load_bert_weights
+from budget_bert.convert import BERT_ARCHITECTURE, budget_bert_config_from_bert, load_bert_weights
 from budget_bert.modeling_budget_bert import attention_bias
-from modeling_fixtures import TINY, tiny_config
+from modeling_fixtures import OPTION_SETS, TINY, tiny_config
 
 
 def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,17 +51,38 @@ def test_post_ln_budget_bert_with_bert_weights_is_bert(bert_class, budget_class,
     torch.testing.assert_close(getattr(actual, output), getattr(expected, output), atol=1e-5, rtol=0)
 
 
-def test_load_bert_weights_refuses_a_pre_ln_model():
+def test_config_from_bert_sets_every_bert_switch_and_plain_init():
+    config = budget_bert_config_from_bert(BertConfig(**TINY))
+    assert {name: getattr(config, name) for name in BERT_ARCHITECTURE} == BERT_ARCHITECTURE
+    assert config.scale_residual_init is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("encoder_ln_mode", "pre-ln"),
+        ("mlp_type", "glu"),
+        ("position_embedding_type", "rope"),
+        ("linear_bias", False),
+        ("norm_bias", False),
+        ("decoder_bias", False),
+        ("qk_norm", True),
+    ],
+)
+def test_load_bert_weights_refuses_a_model_that_is_not_bert_shaped(field, value):
     bert = BertModel(BertConfig(**TINY))
-    with pytest.raises(ValueError, match="encoder_ln_mode"):
-        load_bert_weights(BudgetBertModel(tiny_config()), bert)
+    config = budget_bert_config_from_bert(bert.config, **{field: value})
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        load_bert_weights(BudgetBertModel(config), bert)
 
 
+@pytest.mark.parametrize("options", OPTION_SETS)
 @pytest.mark.parametrize("encoder_ln_mode", ["pre-ln", "post-ln"])
 @pytest.mark.parametrize("layer_norm_type", ["layernorm", "rmsnorm"])
-def test_sdpa_matches_eager_attention_on_a_padded_batch(encoder_ln_mode, layer_norm_type):
+def test_sdpa_matches_eager_attention_on_a_padded_batch(encoder_ln_mode, layer_norm_type, options):
     torch.manual_seed(0)
-    model = BudgetBertModel(tiny_config(encoder_ln_mode=encoder_ln_mode, layer_norm_type=layer_norm_type)).eval()
+    config = tiny_config(**{**options, "encoder_ln_mode": encoder_ln_mode, "layer_norm_type": layer_norm_type})
+    model = BudgetBertModel(config).eval()
     input_ids, attention_mask, _ = padded_batch()
     sdpa = model(input_ids, attention_mask=attention_mask)
     eager = model(input_ids, attention_mask=attention_mask, output_attentions=True)
@@ -68,19 +90,21 @@ def test_sdpa_matches_eager_attention_on_a_padded_batch(encoder_ln_mode, layer_n
     torch.testing.assert_close(sdpa.last_hidden_state, eager.last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
-def test_padding_does_not_change_the_real_tokens():
+@pytest.mark.parametrize("options", OPTION_SETS)
+def test_padding_does_not_change_the_real_tokens(options):
     torch.manual_seed(0)
-    model = BudgetBertModel(tiny_config()).eval()
+    model = BudgetBertModel(tiny_config(**options)).eval()
     input_ids, attention_mask, _ = padded_batch()
     batched = model(input_ids, attention_mask=attention_mask).last_hidden_state
     alone = model(input_ids[1:2, :6]).last_hidden_state
     torch.testing.assert_close(batched[1:2, :6], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("options", OPTION_SETS)
 @pytest.mark.parametrize("output_attentions", [False, True])
-def test_a_row_of_padding_only_gives_no_nan(output_attentions):
+def test_a_row_of_padding_only_gives_no_nan(output_attentions, options):
     torch.manual_seed(0)
-    model = BudgetBertForMaskedLM(tiny_config()).train()
+    model = BudgetBertForMaskedLM(tiny_config(**options)).train()
     input_ids, attention_mask, _ = padded_batch()
     attention_mask[2] = 0
     labels = torch.full_like(input_ids, -100)
@@ -187,9 +211,10 @@ def test_layernorm_embedding_false_drops_the_embedding_norm():
     assert isinstance(without.embeddings.norm, torch.nn.Identity)
 
 
-def test_default_positions_and_token_types_equal_explicit_ones_and_inputs_embeds_equal_ids():
+@pytest.mark.parametrize("options", OPTION_SETS)
+def test_default_positions_and_token_types_equal_explicit_ones_and_inputs_embeds_equal_ids(options):
     torch.manual_seed(0)
-    model = BudgetBertModel(tiny_config()).eval()
+    model = BudgetBertModel(tiny_config(**options)).eval()
     input_ids, attention_mask, _ = padded_batch()
     default = model(input_ids, attention_mask=attention_mask).last_hidden_state
     explicit = model(
@@ -211,11 +236,12 @@ def checkpointing_methods() -> list[str]:
     return [name for name in names if hasattr(BudgetBertForMaskedLM, name)]
 
 
+@pytest.mark.parametrize("options", OPTION_SETS)
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 @pytest.mark.parametrize("method", checkpointing_methods())
-def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(method, dropout):
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(method, dropout, options):
     torch.manual_seed(0)
-    config = tiny_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = tiny_config(**options, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     model = BudgetBertForMaskedLM(config).train()
     input_ids, attention_mask, _ = padded_batch()
     labels = torch.where(torch.rand(input_ids.shape) < 0.3, input_ids, -100)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 from budget_bert import BudgetBertConfig
 from budget_bert.configuration_budget_bert import DEFAULT_AUTO_MAP
@@ -16,6 +17,13 @@ def test_defaults_are_bert_base_pre_ln():
     assert config.sparse_mask_prediction is True
     assert config.pad_vocab_size_multiple == 8
     assert config.model_type == "budget-bert"
+
+
+def test_architecture_options_default_to_berts_behaviour():
+    config = BudgetBertConfig()
+    assert (config.mlp_type, config.position_embedding_type, config.rope_theta) == ("mlp", "absolute", 10000.0)
+    assert (config.linear_bias, config.norm_bias, config.decoder_bias) == (True, True, True)
+    assert (config.qk_norm, config.scale_residual_init) == (False, False)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +40,9 @@ def test_defaults_are_bert_base_pre_ln():
         ("hidden_dropout_prob", 1.5),
         ("attention_probs_dropout_prob", -0.1),
         ("layer_norm_eps", 0.0),
+        ("mlp_type", "swiglu"),
+        ("position_embedding_type", "alibi"),
+        ("rope_theta", 0.0),
     ],
 )
 def test_bad_value_raises_value_error_naming_the_field(field, value):
@@ -42,6 +53,18 @@ def test_bad_value_raises_value_error_naming_the_field(field, value):
 def test_heads_must_divide_hidden_size():
     with pytest.raises(ValueError, match="num_attention_heads"):
         BudgetBertConfig(hidden_size=100, num_attention_heads=12)
+
+
+def test_rotary_positions_need_an_even_head_size():
+    BudgetBertConfig(hidden_size=12, num_attention_heads=4)  # head size 3 is fine with absolute positions
+    with pytest.raises(ValueError, match="position_embedding_type.*head size"):
+        BudgetBertConfig(hidden_size=12, num_attention_heads=4, position_embedding_type="rope")
+
+
+@pytest.mark.parametrize("field", ["linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init"])
+def test_switches_must_be_booleans(field):
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"{field}.*expected bool"):
+        BudgetBertConfig(**{field: "no"})
 
 
 def test_all_problems_are_reported_at_once():
@@ -68,6 +91,14 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
         layernorm_embedding=False,
         sparse_mask_prediction=False,
         pad_vocab_size_multiple=64,
+        mlp_type="glu",
+        position_embedding_type="rope",
+        rope_theta=160000.0,
+        linear_bias=False,
+        norm_bias=False,
+        decoder_bias=False,
+        qk_norm=True,
+        scale_residual_init=True,
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -75,5 +106,6 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
     assert saved["auto_map"] == DEFAULT_AUTO_MAP
     loaded = BudgetBertConfig.from_pretrained(tmp_path)
     for name in ("hidden_size", "encoder_ln_mode", "layer_norm_type", "layernorm_embedding",
-                 "sparse_mask_prediction", "pad_vocab_size_multiple"):
+                 "sparse_mask_prediction", "pad_vocab_size_multiple", "mlp_type", "position_embedding_type",
+                 "rope_theta", "linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init"):
         assert getattr(loaded, name) == getattr(config, name)

@@ -8,7 +8,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification
-from modeling_fixtures import TINY, tiny_config
+from modeling_fixtures import OPTION_SETS, TINY, tiny_config
 
 
 def mlm_batch(rows: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -33,9 +33,10 @@ def sparse_and_dense(**overrides) -> tuple[BudgetBertForMaskedLM, BudgetBertForM
     return sparse, dense
 
 
+@pytest.mark.parametrize("options", OPTION_SETS)
 @pytest.mark.parametrize("encoder_ln_mode", ["pre-ln", "post-ln"])
-def test_sparse_head_gives_the_dense_loss_and_gradients(encoder_ln_mode):
-    sparse, dense = sparse_and_dense(encoder_ln_mode=encoder_ln_mode)
+def test_sparse_head_gives_the_dense_loss_and_gradients(encoder_ln_mode, options):
+    sparse, dense = sparse_and_dense(**{**options, "encoder_ln_mode": encoder_ln_mode})
     batch = mlm_batch()
     sparse_out, dense_out = sparse(**batch), dense(**batch)
     sparse_out.loss.backward()
@@ -169,9 +170,10 @@ def classification_case(problem: str, num_labels: int) -> tuple[torch.Tensor, nn
         ("regression", 2, "regression"),  # several outputs: only when configured
     ],
 )
-def test_sequence_classification_losses_follow_hf(problem, num_labels, configured_problem):
+@pytest.mark.parametrize("options", OPTION_SETS)
+def test_sequence_classification_losses_follow_hf(problem, num_labels, configured_problem, options):
     torch.manual_seed(0)
-    config = tiny_config(num_labels=num_labels, problem_type=configured_problem)
+    config = tiny_config(**options, num_labels=num_labels, problem_type=configured_problem)
     model = BudgetBertForSequenceClassification(config).eval()
     batch = mlm_batch()
     del batch["labels"]

@@ -1,4 +1,5 @@
-"""BudgetBert on disk: Auto classes, safetensors, remote code in a fresh process, fill-mask, resizing."""
+"""BudgetBert on disk: Auto classes, safetensors, remote code in a fresh process, fill-mask, resizing; each with
+every architecture option set of `modeling_fixtures.OPTION_SETS`."""
 
 import json
 import os
@@ -20,6 +21,7 @@ from transformers import (
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert.configuration_budget_bert import DEFAULT_AUTO_MAP
+from modeling_fixtures import OPTION_SETS
 from modeling_fixtures import TINY as SHARED_TINY
 from modeling_fixtures import tiny_config as shared_tiny_config
 
@@ -57,16 +59,22 @@ def word_piece_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-@pytest.fixture
-def saved_mlm(tmp_path):
-    """A saved tiny BudgetBertForMaskedLM (vocabulary 53, padded to 56 rows) and its input/logits."""
+def save_mlm(path, options: dict):
+    """Save a tiny BudgetBertForMaskedLM with `options` (vocabulary 54, padded to 56 rows) to `path`; return the
+    model, an input and its logits."""
     torch.manual_seed(0)
-    model = BudgetBertForMaskedLM(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
+    model = BudgetBertForMaskedLM(tiny_config(**options)).eval()
+    model.save_pretrained(path)
     input_ids = torch.randint(5, TINY["vocab_size"], (2, 9))
     with torch.no_grad():
         logits = model(input_ids).logits
-    return tmp_path / "model", model, input_ids, logits
+    return model, input_ids, logits
+
+
+@pytest.fixture(params=OPTION_SETS)
+def saved_mlm(tmp_path, request):
+    """`save_mlm` in tmp_path/model, once per option set: (path, model, input_ids, logits)."""
+    return tmp_path / "model", *save_mlm(tmp_path / "model", request.param)
 
 
 def test_import_registers_the_auto_classes():
@@ -108,7 +116,7 @@ def test_eager_attention_loads_from_pretrained_and_matches_sdpa(saved_mlm):
 
 
 # Runs where budget_bert cannot be imported (it is installed editable in the venv, so a finder refuses it), and
-# loads every head through the copied code.
+# loads every head of every folder through the copied code. Arguments: pairs of (folder, expected input/logits).
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -130,27 +138,30 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     import torch
     from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-    path, expected_path = sys.argv[1], sys.argv[2]
-    input_ids, expected = torch.load(expected_path)
-    model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True)
-    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
-    with torch.no_grad():
-        torch.testing.assert_close(model(input_ids).logits, expected)
-    for auto_class in (AutoModel, AutoModelForSequenceClassification):
-        auto_class.from_pretrained(path, trust_remote_code=True)
+    for path, expected_path in zip(sys.argv[1::2], sys.argv[2::2]):
+        input_ids, expected = torch.load(expected_path)
+        model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        with torch.no_grad():
+            torch.testing.assert_close(model(input_ids).logits, expected)
+        for auto_class in (AutoModel, AutoModelForSequenceClassification):
+            auto_class.from_pretrained(path, trust_remote_code=True)
     assert not any(name.startswith("budget_bert") for name in sys.modules)
     print("remote code OK")
     """
 )
 
 
-def test_a_fresh_process_without_budget_bert_loads_the_folder_with_trust_remote_code(saved_mlm, tmp_path):
-    path, _, input_ids, logits = saved_mlm
-    torch.save((input_ids, logits), tmp_path / "expected.pt")
+def test_a_fresh_process_without_budget_bert_loads_the_folders_with_trust_remote_code(tmp_path):
+    arguments = []
+    for index, options in enumerate(option_set.values[0] for option_set in OPTION_SETS):
+        _, input_ids, logits = save_mlm(tmp_path / f"model_{index}", options)
+        torch.save((input_ids, logits), tmp_path / f"expected_{index}.pt")
+        arguments += [str(tmp_path / f"model_{index}"), str(tmp_path / f"expected_{index}.pt")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(path), str(tmp_path / "expected.pt")],
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, *arguments],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -185,7 +196,8 @@ def test_resize_token_embeddings_keeps_rows_padded_and_the_folder_reloadable(sav
     new_vocab = TINY["vocab_size"] + 7
     assert model.config.vocab_size == new_vocab
     assert model.budget_bert.embeddings.word_embeddings.weight.shape[0] == 64
-    assert model.lm_head.decoder.bias.shape == (64,)
+    decoder_bias = model.lm_head.decoder.bias
+    assert (decoder_bias is None) if not model.config.decoder_bias else decoder_bias.shape == (64,)
     assert model.lm_head.decoder.weight is model.budget_bert.embeddings.word_embeddings.weight
     torch.testing.assert_close(model.budget_bert.embeddings.word_embeddings.weight[: TINY["vocab_size"]], old_rows)
     with torch.no_grad():
