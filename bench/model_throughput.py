@@ -1,13 +1,20 @@
-"""Training throughput of BudgetBertForMaskedLM against stock transformers BertForMaskedLM of the same shape.
+"""Training throughput of BudgetBertForMaskedLM against reference models of the same shape, in one process.
 
-Both models train (forward, backward, fused AdamW: the Trainer's default optimizer) on the same batches: packed
-sequences without padding, 15% of the positions labelled, the rest -100, BERT's dropout unless `--dropout`
-says otherwise. A round is one step of each model, in alternating order (A B, then B A, ...), so that both see
-the same share of a noisy, shared machine; warmup rounds are dropped; each model's figure is the median over
-rounds, and the ratio is the median of the per-round ratios (each round's two timings are adjacent in time).
-The ratio in process CPU time is printed too: on an oversubscribed machine it is the steadier of the two.
+The references (`--references`): stock transformers `BertForMaskedLM`; stock `ModernBertForMaskedLM` (its own
+defaults: GeGLU MLP of 2/3 the width, so the same parameters, rotary positions, no biases but the decoder's, no
+dropout, alternating local/global attention; masked-only head, SDPA); and `budget_bert_defaults`, BudgetBert without
+`--budget_bert_overrides`, to measure an option combination against today's model. Every model trains (forward,
+backward, fused AdamW: the Trainer's default optimizer) on the same batches: packed sequences without padding, 15%
+of the positions labelled, the rest -100, BERT's dropout for BERT and BudgetBert unless `--dropout` (or an
+override) says otherwise. A round is one step of each model, the order rotating from round to round so that all
+see the same share of a noisy, shared machine; warmup rounds are dropped; each model's figure is the median over
+rounds, and each ratio (BudgetBert's throughput over a reference's) is the median of the per-round ratios (each
+round's timings are adjacent in time). The ratio in process CPU time is printed too: on an oversubscribed machine
+it is the steadier of the two.
 
     python bench/model_throughput.py --preset small
+    python bench/model_throughput.py --preset small --dropout 0 --references modernbert,budget_bert_defaults \
+        --budget_bert_overrides mlp_type=glu,position_embedding_type=rope,linear_bias=false,norm_bias=false
     python bench/model_throughput.py --preset bert-base --batch 16
     python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 128 --measure_peak
 
@@ -18,6 +25,7 @@ counted, as in the PaLM/Chinchilla convention) and 12 * L * H * T is the attenti
 models, so their MFU ratio is their throughput ratio.
 """
 
+import dataclasses
 import json
 import statistics
 import time
@@ -25,7 +33,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import BertConfig, BertForMaskedLM, HfArgumentParser
+from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, HfArgumentParser, ModernBertConfig
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
 
@@ -38,6 +47,39 @@ PRESETS = {
     ),
 }
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+REFERENCES = ("bert", "modernbert", "budget_bert_defaults")
+# The batches draw token ids from 5 up, so ids 0-4 are free for the special tokens that ModernBertConfig asks for.
+SPECIAL_TOKEN_IDS = dict(pad_token_id=0, cls_token_id=2, bos_token_id=2, sep_token_id=3, eos_token_id=3)
+BUDGET_BERT_FIELDS = {f.name for f in dataclasses.fields(BudgetBertConfig)}
+
+
+def gated_intermediate_size(intermediate_size: int) -> int:
+    """Width of each half of a gated MLP with the parameters of an ungated one of `intermediate_size`: 2/3 of it,
+    rounded to a multiple of 8 for aligned matrix products (1024 -> 680, 3072 -> 2048)."""
+    return 8 * round(2 * intermediate_size / 3 / 8)
+
+
+def parse_overrides(text: str | None) -> dict:
+    """`"name=value,name=value"` -> {name: value}: true/false are booleans, numbers are numbers, the rest strings.
+
+    Raises `ValueError` naming `--budget_bert_overrides` for a malformed item or a name BudgetBertConfig lacks.
+    """
+    overrides = {}
+    for item in filter(None, (text or "").split(",")):
+        name, equals, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not name:
+            raise ValueError(f"--budget_bert_overrides: {item!r} is not name=value.")
+        if name not in BUDGET_BERT_FIELDS:
+            raise ValueError(f"--budget_bert_overrides: {name!r} is not a BudgetBertConfig field.")
+        if value.lower() in ("true", "false"):
+            overrides[name] = value.lower() == "true"
+        else:
+            try:
+                overrides[name] = json.loads(value)
+            except json.JSONDecodeError:
+                overrides[name] = value
+    return overrides
 
 
 @dataclass
@@ -58,9 +100,29 @@ class BenchmarkArguments:
     steps_per_round: int = field(default=1, metadata={"help": "Training steps per model per round."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of positions that carry a label."})
     dropout: float = field(
-        default=0.1, metadata={"help": "Hidden and attention dropout of both models (BERT's default: 0.1)."}
+        default=0.1,
+        metadata={
+            "help": "Hidden and attention dropout of BERT and BudgetBert (BERT's default: 0.1); ModernBERT keeps "
+            "its own (0)."
+        },
     )
     encoder_ln_mode: str = field(default="pre-ln", metadata={"help": "BudgetBert's encoder_ln_mode."})
+    budget_bert_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "BudgetBertConfig fields for the measured BudgetBert, as name=value pairs separated by commas "
+            "(they win over --dropout and --encoder_ln_mode), e.g. mlp_type=glu,position_embedding_type=rope,"
+            "linear_bias=false. With mlp_type=glu and no intermediate_size, the gated width is 2/3 of the preset's "
+            "(the same parameters)."
+        },
+    )
+    references: str = field(
+        default="bert,modernbert",
+        metadata={
+            "help": f"Models to compare BudgetBert with, separated by commas, from {list(REFERENCES)}: stock BERT, "
+            "stock ModernBERT (its own defaults, dropout 0), BudgetBert without the overrides."
+        },
+    )
     peak_tflops: float | None = field(
         default=None, metadata={"help": "Peak dense TFLOP/s of the device in this dtype; prints MFU when given."}
     )
@@ -96,25 +158,69 @@ class BenchmarkArguments:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}.")
         if not 0.0 < self.mlm_probability <= 1.0:
             problems.append(f"--mlm_probability must be in (0, 1], got {self.mlm_probability}.")
+        unknown = [name for name in self.reference_names() if name not in REFERENCES]
+        if unknown or not self.reference_names():
+            problems.append(f"--references must name some of {list(REFERENCES)}, got {self.references!r}.")
+        if not problems and self.preset in PRESETS:
+            try:
+                budget_bert_config(self)
+            except (ValueError, StrictDataclassError) as error:
+                problems.append(f"--budget_bert_overrides {self.budget_bert_overrides!r}: {error}")
         if problems:
             raise ValueError("\n".join(problems))
         if self.batch is None:
             self.batch = PRESETS[self.preset]["batch"]
 
+    def reference_names(self) -> list[str]:
+        """The names in `--references`, in order."""
+        return [name.strip() for name in self.references.split(",") if name.strip()]
+
+
+def model_shape(args: BenchmarkArguments) -> dict:
+    """The preset's shape with the vocabulary and positions of `args` (BERT field names)."""
+    shape = {k: v for k, v in PRESETS[args.preset].items() if k != "batch"}
+    shape.update(vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
+    return shape
+
+
+def budget_bert_config(args: BenchmarkArguments, overridden: bool = True) -> BudgetBertConfig:
+    """BudgetBert of the preset's shape, `--dropout` and `--encoder_ln_mode`, then (if `overridden`) the overrides;
+    a gated MLP without an explicit `intermediate_size` gets `gated_intermediate_size` of the preset's."""
+    dropout = dict(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    kwargs = {**model_shape(args), **dropout, "encoder_ln_mode": args.encoder_ln_mode}
+    if overridden:
+        overrides = parse_overrides(args.budget_bert_overrides)
+        if overrides.get("mlp_type") == "glu" and "intermediate_size" not in overrides:
+            kwargs["intermediate_size"] = gated_intermediate_size(kwargs["intermediate_size"])
+        kwargs.update(overrides)
+    return BudgetBertConfig(**kwargs)
+
+
+def modernbert_config(args: BenchmarkArguments) -> ModernBertConfig:
+    """ModernBERT of the preset's shape (gated MLP of 2/3 the width) with its own defaults otherwise, predicting
+    only the labelled positions, as BudgetBert does."""
+    shape = model_shape(args)
+    shape["intermediate_size"] = gated_intermediate_size(shape["intermediate_size"])
+    return ModernBertConfig(**shape, **SPECIAL_TOKEN_IDS, sparse_prediction=True)
+
 
 def build_models(args: BenchmarkArguments) -> dict[str, torch.nn.Module]:
-    """Stock BERT and BudgetBert of the preset's shape and dropout, on `args.device`."""
-    shape = {k: v for k, v in PRESETS[args.preset].items() if k != "batch"}
-    shape.update(
-        vocab_size=args.vocab_size,
-        max_position_embeddings=max(512, args.seq_len),
-        hidden_dropout_prob=args.dropout,
-        attention_probs_dropout_prob=args.dropout,
-    )
-    torch.manual_seed(args.seed)
-    bert = BertForMaskedLM(BertConfig(**shape))
-    budget = BudgetBertForMaskedLM(BudgetBertConfig(encoder_ln_mode=args.encoder_ln_mode, **shape))
-    return {"bert": bert.to(args.device).train(), "budget_bert": budget.to(args.device).train()}
+    """BudgetBert (with the overrides) and the `--references`, on `args.device`, in training mode."""
+    builders = {
+        "budget_bert": lambda: BudgetBertForMaskedLM(budget_bert_config(args)),
+        "bert": lambda: BertForMaskedLM(
+            BertConfig(
+                **model_shape(args), hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout
+            )
+        ),
+        "modernbert": lambda: AutoModelForMaskedLM.from_config(modernbert_config(args), attn_implementation="sdpa"),
+        "budget_bert_defaults": lambda: BudgetBertForMaskedLM(budget_bert_config(args, overridden=False)),
+    }
+    models = {}
+    for name in ["budget_bert", *args.reference_names()]:
+        torch.manual_seed(args.seed)
+        models[name] = builders[name]().to(args.device).train()
+    return models
 
 
 def make_batches(args: BenchmarkArguments, count: int) -> list[dict[str, torch.Tensor]]:
@@ -190,33 +296,39 @@ def measure_matmul_tflops(args: BenchmarkArguments, size: int = 8192, repeats: i
 
 
 def benchmark(args: BenchmarkArguments) -> dict:
-    """Interleave both models for `warmup_rounds + rounds` rounds; return medians and the ratio."""
+    """Interleave all models for `warmup_rounds + rounds` rounds; return medians and, per reference, the ratio of
+    BudgetBert's throughput to the reference's."""
     models = build_models(args)
     trainees = {name: Trainee(model, args) for name, model in models.items()}
+    references = args.reference_names()
     batches = make_batches(args, args.steps_per_round)
     tokens_per_round = args.batch * args.seq_len * args.steps_per_round
     throughput = {name: [] for name in trainees}
-    ratios, cpu_ratios = [], []
+    ratios = {name: [] for name in references}
+    cpu_ratios = {name: [] for name in references}
+    names = list(trainees)
     for round_index in range(args.warmup_rounds + args.rounds):
-        order = list(trainees) if round_index % 2 == 0 else list(reversed(trainees))
-        seconds = {name: trainees[name].run(batches) for name in order}
+        shift = round_index % len(names)
+        seconds = {name: trainees[name].run(batches) for name in names[shift:] + names[:shift]}
         if round_index < args.warmup_rounds:
             continue
         for name in trainees:
             throughput[name].append(tokens_per_round / seconds[name][0])
-        ratios.append(seconds["bert"][0] / seconds["budget_bert"][0])
-        cpu_ratios.append(seconds["bert"][1] / seconds["budget_bert"][1])
+        for name in references:
+            ratios[name].append(seconds[name][0] / seconds["budget_bert"][0])
+            cpu_ratios[name].append(seconds[name][1] / seconds["budget_bert"][1])
         print(
             f"round {round_index - args.warmup_rounds + 1}/{args.rounds}: "
             + ", ".join(f"{name} {throughput[name][-1]:,.0f} tok/s" for name in trainees)
-            + f", ratio {ratios[-1]:.3f} (CPU time {cpu_ratios[-1]:.3f})",
+            + "; budget_bert / "
+            + ", ".join(f"{name} {ratios[name][-1]:.3f} (CPU time {cpu_ratios[name][-1]:.3f})" for name in references),
             flush=True,
         )
     results = {
         "args": asdict(args),
         "tokens_per_second": {name: statistics.median(values) for name, values in throughput.items()},
-        "ratio": statistics.median(ratios),
-        "cpu_time_ratio": statistics.median(cpu_ratios),
+        "ratio": {name: statistics.median(values) for name, values in ratios.items()},
+        "cpu_time_ratio": {name: statistics.median(values) for name, values in cpu_ratios.items()},
         "ratios": ratios,
     }
     if torch.device(args.device).type == "cuda":
@@ -239,7 +351,8 @@ def main():
         torch.set_num_threads(args.threads)
     print(
         f"preset {args.preset}, batch {args.batch} x seq {args.seq_len}, {args.dtype} on {args.device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"budget_bert overrides: {parse_overrides(args.budget_bert_overrides) or 'none'}",
         flush=True,
     )
     results = benchmark(args)
@@ -248,13 +361,15 @@ def main():
         print(f"peak GPU memory allocated (both models and their optimizers): {gib:.1f} GiB")
     if "measured_peak_tflops" in results:
         print(f"measured {args.dtype} matrix rate: {results['measured_peak_tflops']:,.1f} TFLOP/s (the MFU peak)")
+    width = max(map(len, results["tokens_per_second"]))
     for name, value in results["tokens_per_second"].items():
         mfu = f", MFU {results['mfu'][name]:.1%}" if "mfu" in results else ""
-        print(f"{name:>12}: {value:,.0f} tokens/s (median of {args.rounds} rounds){mfu}")
-    print(
-        f"budget_bert / bert: {results['ratio']:.2f}x (median of per-round ratios; "
-        f"{results['cpu_time_ratio']:.2f}x in process CPU time)"
-    )
+        print(f"{name:>{width}}: {value:,.0f} tokens/s (median of {args.rounds} rounds){mfu}")
+    for name, ratio in results["ratio"].items():
+        print(
+            f"budget_bert / {name}: {ratio:.2f}x (median of per-round ratios; "
+            f"{results['cpu_time_ratio'][name]:.2f}x in process CPU time)"
+        )
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump(results, f, indent=2)
