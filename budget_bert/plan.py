@@ -73,6 +73,8 @@ SHAPES = {
     "large": Shape(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
 }
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+# Share of positions with a label, as run_mlm.py's --mlm_probability default; the sparse MLM head decodes only those.
+MLM_PROBABILITY = 0.15
 # Share of --probe_seconds that the CPU micro-batch search spends timing each candidate.
 SEARCH_SHARE = 0.25
 # A CPU candidate must beat the best smaller micro batch by this factor in tokens/s to be kept.
@@ -238,7 +240,7 @@ def estimated_training_bytes(shape: Shape, parameters: int, micro_batch: int, ar
     labelled positions (value, softmax and gradient, 4 bytes each)."""
     seq, hidden, heads = args.seq, shape.hidden_size, shape.num_attention_heads
     per_layer = 2 * seq * hidden * (34 + 5 * heads * seq / hidden)
-    head = 3 * 4 * math.ceil(0.15 * seq) * args.vocab_size
+    head = 3 * 4 * math.ceil(MLM_PROBABILITY * seq) * args.vocab_size
     return int(16 * parameters + micro_batch * (shape.num_hidden_layers * per_layer + head))
 
 
@@ -296,7 +298,7 @@ class TrainingStepProbe:
         generator = torch.Generator().manual_seed(micro_batch)
         shape = (micro_batch, self.args.seq)
         input_ids = torch.randint(5, self.args.vocab_size, shape, generator=generator)
-        labels = torch.where(torch.rand(shape, generator=generator) < 0.15, input_ids, -100)
+        labels = torch.where(torch.rand(shape, generator=generator) < MLM_PROBABILITY, input_ids, -100)
         batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
         self.batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
 
@@ -549,7 +551,8 @@ def render_plan(rows: list[PlanRow], args: PlanArguments) -> str:
 def _device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'s' if threads > 1 else ''}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def main(argv: list[str] | None = None, probe: Probe = probe_shape) -> list[PlanRow]:
