@@ -11,7 +11,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from budget_bert.data.arguments import PrepareDataArguments
+from budget_bert.data.data_arguments import PrepareDataArguments
 from budget_bert.data.prepare import prepare_dataset
 
 

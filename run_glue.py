@@ -18,8 +18,8 @@ task's headline validation metric. `python run_glue.py -h` lists every flag; a s
 
 from transformers import Trainer, set_seed
 
-from budget_bert.glue.arguments import parse_args
-from budget_bert.glue.data import (
+from budget_bert.glue.glue_arguments import parse_args
+from budget_bert.glue.glue_data import (
     check_columns,
     eval_splits,
     infer_labels,
@@ -29,7 +29,7 @@ from budget_bert.glue.data import (
     tokenize,
 )
 from budget_bert.glue.metrics import build_compute_metrics, headline_metric, metric_names
-from budget_bert.glue.model import load_model, load_tokenizer
+from budget_bert.glue.model import load_finetuning_tokenizer, load_model
 from budget_bert.glue.runtime import (
     build_collator,
     early_stopping,
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     columns = text_columns(raw, task)
     check_columns(raw, columns, data_args, task)
     labels = infer_labels(raw, task)
-    tokenizer = load_tokenizer(model_args)
+    tokenizer = load_finetuning_tokenizer(model_args)
     model = load_model(model_args, labels)
     with training_args.main_process_first(desc="tokenizing"):
         data = tokenize(raw, tokenizer, columns, labels, data_args)

@@ -16,24 +16,24 @@ from transformers import set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging as hf_logging
 
-from budget_bert.arguments import ArgumentError, parse_pretraining_args
-from budget_bert.checkpointing import failed_save_message, resolve_resume_checkpoint
-from budget_bert.clock import BudgetClock
+from budget_bert.data.loading import steps_per_shard
 from budget_bert.hub.pusher import SnapshotPusher
-from budget_bert.pretraining import (
+from budget_bert.pretraining.build import (
     build_budget_callbacks,
     build_model,
     build_trainer,
     finish_distributed,
     global_batch_size,
     load_pretraining_data,
-    load_tokenizer,
+    load_pretraining_tokenizer,
     run_arguments_record,
     snapshot_pusher_hook,
 )
-from budget_bert.data.loading import steps_per_shard
-from budget_bert.output_dir import check_output_dir, checkpoint_bytes
-from budget_bert.preemption import EXIT_PREEMPTED, preemption_message, resume_command
+from budget_bert.pretraining.output_dir import check_output_dir, checkpoint_bytes
+from budget_bert.pretraining.pretraining_arguments import ArgumentError, parse_pretraining_args
+from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command
+from trainer_callbacks.checkpoints import failed_save_message, resolve_resume_checkpoint
+from trainer_callbacks.clock import BudgetClock
 
 logger = hf_logging.get_logger("run_mlm")
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             training_args.output_dir, training_args.resume_from_checkpoint, budget_args.overwrite_output_dir
         )
         # Missing, empty or mismatched data: one line naming the flag, before any training starts.
-        tokenizer = load_tokenizer(model_args, data_args)
+        tokenizer = load_pretraining_tokenizer(model_args, data_args)
         data = load_pretraining_data(data_args, tokenizer, training_args)
     except ValueError as error:
         raise SystemExit(f"run_mlm.py: {error}") from None
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer = None
     on_snapshot = None
     if pusher is not None:
-        on_snapshot = snapshot_pusher_hook(
-            pusher, lambda: trainer.state, budget_args, training_args.world_size, sys.argv
-        )
+        on_snapshot = snapshot_pusher_hook(pusher, lambda: trainer.state, training_args.world_size, sys.argv)
     callbacks = build_budget_callbacks(
         clock,
         budget_args,

@@ -33,7 +33,7 @@ import yaml
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from budget_bert.snapshots import RUN_ARGUMENTS_FILE
+from trainer_callbacks.snapshots import RUN_ARGUMENTS_FILE
 
 
 HUB_USER = "fake-user"

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from budget_bert.corpora import write_stdlib_corpus
-from budget_bert.data.arguments import PrepareDataArguments
+from budget_bert.data.corpora import write_stdlib_corpus
+from budget_bert.data.data_arguments import PrepareDataArguments
 from budget_bert.data.prepare import prepare_dataset
-from budget_bert.tokenizer import train_wordpiece_tokenizer
+from budget_bert.data.tokenization import train_wordpiece_tokenizer
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from budget_bert.arguments import (
+from budget_bert.pretraining.build import build_budget_callbacks
+from budget_bert.pretraining.pretraining_arguments import (
     UNBOUNDED_MAX_STEPS,
     ArgumentError,
     build_parser,
@@ -13,8 +14,7 @@ from budget_bert.arguments import (
     gradient_accumulation_steps,
     parse_pretraining_args,
 )
-from budget_bert.clock import BudgetClock, ManualTime
-from budget_bert.pretraining import build_budget_callbacks
+from trainer_callbacks.clock import BudgetClock, ManualTime
 from trainer_callbacks.time_based_lr import TimeBasedLRCallback
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,9 +9,6 @@ import torch
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from budget_bert.clock import BudgetClock, ManualTime
-from budget_bert.lr_schedule import lr_factor
-from budget_bert.snapshots import snapshot_name
 from trainer_callbacks import (
     BudgetCallback,
     BudgetEarlyStoppingCallback,
@@ -21,7 +18,10 @@ from trainer_callbacks import (
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
+from trainer_callbacks.clock import BudgetClock, ManualTime
+from trainer_callbacks.lr_curves import lr_factor
 from trainer_callbacks.shards import completed_shards
+from trainer_callbacks.snapshots import snapshot_name
 
 
 BUDGET = 1000.0

@@ -19,17 +19,19 @@ from transformers import (
     TrainingArguments,
 )
 
-from budget_bert.clock import BudgetClock, ManualTime
-from budget_bert.lr_schedule import lr_factor
 from trainer_callbacks import (
     BudgetCallback,
+    BudgetClock,
     BudgetEarlyStoppingCallback,
     BudgetProgressCallback,
     FinetuneSnapshotCallback,
+    ManualTime,
     ShardCheckpointCallback,
+    SnapshotInfo,
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
+from trainer_callbacks.lr_curves import lr_factor
 
 
 BUDGET = 100.0
@@ -233,11 +235,17 @@ def test_resume_continues_the_budget_lr_and_markers(tmp_path):
     assert events == [("marker-0.90", marker_step), ("end", last_step)]
 
 
+def hide_tokens(arguments: dict) -> dict:
+    """A stand-in for the caller's redaction: hides every `token` field."""
+    return {key: hide_tokens(value) if isinstance(value, dict) else "<TOKEN>" if key == "token" else value
+            for key, value in arguments.items()}
+
+
 def test_snapshots_load_for_finetuning_with_secrets_redacted(tmp_path):
     time = ManualTime()
     clock = BudgetClock(BUDGET, time_fn=time)
     run_arguments = {"ModelArguments": {"tokenizer_name": "tiny", "token": "hf_secret"}}
-    snapshots = FinetuneSnapshotCallback(clock, markers=[0.5], run_arguments=run_arguments)
+    snapshots = FinetuneSnapshotCallback(clock, markers=[0.5], run_arguments=run_arguments, redact=hide_tokens)
     trainer = make_trainer(tmp_path, budget_run_callbacks(time, clock) + [snapshots], hub_token="hf_secret")
     trainer.train()
 
@@ -254,9 +262,9 @@ def test_snapshots_load_for_finetuning_with_secrets_redacted(tmp_path):
         assert arguments["ModelArguments"] == {"tokenizer_name": "tiny", "token": "<TOKEN>"}
         assert arguments["TrainingArguments"]["hub_token"] == "<HUB_TOKEN>"
         assert arguments["TrainingArguments"]["learning_rate"] == LEARNING_RATE
-    info = json.loads((root / "marker-0.50" / "snapshot_info.json").read_text())
-    assert info["global_step"] == first_step_at_or_past(0.5 * BUDGET)
-    assert info["budget_fraction"] >= 0.5
+    info = SnapshotInfo.load(root / "marker-0.50")
+    assert info.global_step == first_step_at_or_past(0.5 * BUDGET)
+    assert info.budget_fraction >= 0.5 and info.budget_seconds == BUDGET
 
 
 def test_validation_schedule_and_final_evaluation(tmp_path):

@@ -3,7 +3,7 @@ import socket
 import pytest
 import torch.multiprocessing as mp
 
-from budget_bert.clock import BudgetClock, ManualTime, main_value_and_any_flag
+from trainer_callbacks.clock import BudgetClock, ManualTime, main_value_and_any_flag
 
 
 def test_reading_moves_only_on_tick():

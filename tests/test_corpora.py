@@ -1,4 +1,4 @@
-"""Tests of budget_bert.corpora: the standard-library docstring corpus and the movie-review task."""
+"""Tests of budget_bert.data.corpora: the standard-library docstring corpus and the movie-review task."""
 
 import collections
 import csv
@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from budget_bert import corpora
-from budget_bert.corpora import is_excluded_module, stdlib_module_names, write_movie_reviews, write_stdlib_corpus
+from budget_bert.data import corpora
+from budget_bert.data.corpora import is_excluded_module, stdlib_module_names, write_movie_reviews, write_stdlib_corpus
 
 
 MODULES = ["json", "json.decoder", "textwrap", "this", "no_such_module_xyz"]

@@ -8,7 +8,9 @@ import shlex
 import pytest
 import torch
 
-from budget_bert.checkpointing import (
+from budget_bert.pretraining.output_dir import check_output_dir, checkpoint_bytes
+from budget_bert.pretraining.resume import resume_command
+from trainer_callbacks.checkpoints import (
     COMPLETE_MARKER,
     complete_checkpoints,
     failed_save_message,
@@ -19,8 +21,6 @@ from budget_bert.checkpointing import (
     retire_checkpoints_after,
     rotate_checkpoints,
 )
-from budget_bert.output_dir import check_output_dir, checkpoint_bytes
-from budget_bert.preemption import resume_command
 
 
 def write_checkpoint(output_dir, step, complete=True):

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from budget_bert.checkpointing import checkpoint_folders, complete_checkpoints, incompleteness
 from budget_bert.data.loading import load_prepared_dataset, steps_per_shard
-from budget_bert.preemption import EXIT_PREEMPTED
-from budget_bert.snapshots import SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
+from budget_bert.pretraining.resume import EXIT_PREEMPTED
+from trainer_callbacks.checkpoints import checkpoint_folders, complete_checkpoints, incompleteness
+from trainer_callbacks.snapshots import SNAPSHOTS_DIR, load_snapshots
 from pretraining_fixtures import (  # noqa: F401 - fixture
     REPO,
     TINY_MODEL_FLAGS,
@@ -120,14 +120,12 @@ def test_sigterm_saves_exits_75_and_the_printed_command_finishes_on_budget(prepa
     train_runtime = json.loads((output_dir / "train_results.json").read_text())["train_runtime"]
     assert readings[max(readings)] - used_before <= train_runtime
     # The markers of an uninterrupted run, each taken once, at the first step past it.
-    snapshots = {
-        path.name: json.loads((path / SNAPSHOT_INFO_FILE).read_text()) for path in (output_dir / SNAPSHOTS_DIR).iterdir()
-    }
+    snapshots = {info.name: info for info in load_snapshots(output_dir)}
     assert sorted(snapshots) == ["end", "marker-0.30", "marker-0.90"]
     for name, marker in (("marker-0.30", 0.3), ("marker-0.90", 0.9)):
-        at = snapshots[name]["global_step"]
+        at = snapshots[name].global_step
         assert readings[at - 1] < marker * budget <= readings[at]
-    assert snapshots["marker-0.30"]["global_step"] <= step < snapshots["marker-0.90"]["global_step"]
+    assert snapshots["marker-0.30"].global_step <= step < snapshots["marker-0.90"].global_step
     assert "Replacing the finetuning snapshot" not in text + second.stdout + second.stderr
     # Validation after every shard and once at the end, across the two parts: none skipped, none repeated.
     shard = steps_per_shard(load_prepared_dataset(prepared_data.dataset)[2].examples_per_shard, 8)
@@ -144,7 +142,7 @@ def test_sigterm_saves_exits_75_and_the_printed_command_finishes_on_budget(prepa
 def fork_server():
     """A fork server that imported the training stack once; each run forks from it with a clean state."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["budget_bert.pretraining", "transformers.trainer"])
+    context.set_forkserver_preload(["budget_bert.pretraining.build", "transformers.trainer"])
     return context
 
 

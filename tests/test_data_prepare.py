@@ -10,11 +10,11 @@ import huggingface_hub
 import pytest
 from transformers import AutoTokenizer
 
-from budget_bert.data.arguments import PrepareDataArguments, TextDataArguments
+from budget_bert.data.data_arguments import PrepareDataArguments, TextDataArguments
 from budget_bert.data.loading import load_prepared_dataset
 from budget_bert.data.metadata import METADATA_NAME
 from budget_bert.data.prepare import build_mlm_datasets, prepare_dataset, resolve_text_files
-from budget_bert.tokenizer import train_wordpiece_tokenizer
+from budget_bert.data.tokenization import train_wordpiece_tokenizer
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,9 +6,8 @@ import math
 import pytest
 from matplotlib.image import imread
 
-from budget_bert import demo
-from budget_bert.arguments import parse_pretraining_args
-from budget_bert.demo import (
+from budget_bert.demo import pipeline
+from budget_bert.demo.pipeline import (
     TINY_PRESET,
     DemoArguments,
     finetuning_command,
@@ -19,8 +18,9 @@ from budget_bert.demo import (
     run_stage,
     stage_file,
 )
-from budget_bert.glue.arguments import parse_args as parse_glue_args
-from budget_bert.report import PLOTS
+from budget_bert.glue.glue_arguments import parse_args as parse_glue_args
+from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
+from budget_bert.report.run_report import PLOTS
 
 
 # --- flags ---
@@ -124,7 +124,7 @@ def demo_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         # One thread per script: the tiny model gains nothing from two, and a busy machine slows two down a lot.
         patch.setenv("OMP_NUM_THREADS", "1")
-        summary = demo.main(["--tiny", "--output_dir", str(output_dir)])
+        summary = pipeline.main(["--tiny", "--output_dir", str(output_dir)])
     return output_dir, summary
 
 
@@ -186,8 +186,8 @@ def test_second_run_skips_every_finished_stage(demo_run, monkeypatch):
     def no_script(script, args):
         raise AssertionError(f"{script} ran again")
 
-    monkeypatch.setattr(demo, "run_script", no_script)
-    again = demo.main(["--tiny", "--output_dir", str(output_dir)])
+    monkeypatch.setattr(pipeline, "run_script", no_script)
+    again = pipeline.main(["--tiny", "--output_dir", str(output_dir)])
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
     assert again.accuracy == summary.accuracy
     assert again.pretraining.final_eval_loss == summary.pretraining.final_eval_loss

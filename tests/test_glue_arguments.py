@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import TrainingArguments
 
-from budget_bert.glue.arguments import (
+from budget_bert.glue.glue_arguments import (
     DataArguments,
     FinetuneArguments,
     parse_args,
@@ -30,7 +30,7 @@ def test_seed_readme_command_parses_to_transformers_5_arguments():
     assert finetune_args.overwrite_output_dir is True
     assert training_args.eval_strategy == "steps" and training_args.eval_steps == 50
     assert training_args.lr_scheduler_type == "polynomial" and training_args.learning_rate == 5e-5
-    assert training_args.average_tokens_across_devices is False  # run_glue's default, see arguments.py
+    assert training_args.average_tokens_across_devices is False  # run_glue's default, see glue_arguments.py
 
 
 def test_explicit_average_tokens_across_devices_wins(tmp_path):

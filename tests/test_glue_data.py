@@ -3,8 +3,8 @@
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from budget_bert.glue.arguments import DataArguments
-from budget_bert.glue.data import check_columns, infer_labels, split_names, text_columns
+from budget_bert.glue.glue_arguments import DataArguments
+from budget_bert.glue.glue_data import check_columns, infer_labels, split_names, text_columns
 from budget_bert.glue.tasks import get_task
 
 

@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import EarlyStoppingCallback, TrainingArguments
 
-from budget_bert.glue.arguments import FinetuneArguments
+from budget_bert.glue.glue_arguments import FinetuneArguments
 from budget_bert.glue.runtime import early_stopping, find_resume_checkpoint, pick_splits
 
 

@@ -45,7 +45,7 @@ def test_pushed_branches_load_with_the_auto_classes_in_a_fresh_process(hub_env, 
     budget = make_snapshot(snapshots / "end", model_class=budget_bert.BudgetBertForMaskedLM, seed=2)
     pusher = SnapshotPusher(REPO, token=hub_env.token)
     for folder in (bert, budget):
-        pusher.submit(folder, card_info=ModelCardInfo(budget_hours=0.01))
+        pusher.submit(folder, card_info=ModelCardInfo(tokens_seen=1024))
     assert pusher.close(timeout=60).all_pushed
 
     result = subprocess.run(

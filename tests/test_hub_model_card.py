@@ -7,6 +7,7 @@ from transformers import BertForMaskedLM, TrainerState
 import budget_bert
 from budget_bert.hub.model_card import ModelCardInfo, count_parameters, describe_hardware, write_model_card
 from hub_server import make_snapshot
+from trainer_callbacks import SnapshotInfo
 
 
 SECRET = "hf_cardTestSecret"
@@ -17,10 +18,10 @@ def bert_snapshot(tmp_path_factory):
     return make_snapshot(tmp_path_factory.mktemp("run") / "marker-0.50")
 
 
-def full_info(**overrides):
+def full_info(marker=0.5, **overrides):
+    snapshot = SnapshotInfo("marker-0.50", marker, global_step=1234, elapsed_seconds=43210.4, budget_seconds=24 * 3600.0)
     values = dict(
-        budget_hours=24.0, marker=0.5, elapsed_seconds=43210.4, optimizer_steps=1234, tokens_seen=9876543,
-        eval_loss=2.34567, hardware="2 x Test GPU; 2 processes",
+        snapshot=snapshot, tokens_seen=9876543, eval_loss=2.34567, hardware="2 x Test GPU; 2 processes",
         command_line=["deepspeed", "run_mlm.py", "--hub_token", SECRET, f"--hub_token={SECRET}", "--push_to_hub"],
     )
     return ModelCardInfo(**{**values, **overrides})
@@ -33,8 +34,8 @@ def test_card_carries_the_training_state_as_metadata_and_text(bert_snapshot):
     assert card.data.library_name == "transformers"
     assert card.data.pipeline_tag == "fill-mask"
     assert card.data.budget_bert == {
-        "snapshot": "marker-0.50", "architecture": "BertForMaskedLM", "budget_hours": 24.0, "marker": 0.5,
-        "elapsed_seconds": 43210.4, "optimizer_steps": 1234, "tokens_seen": 9876543, "eval_loss": 2.34567,
+        "snapshot": "marker-0.50", "architecture": "BertForMaskedLM", "marker": 0.5, "global_step": 1234,
+        "elapsed_seconds": 43210.4, "budget_seconds": 86400.0, "tokens_seen": 9876543, "eval_loss": 2.34567,
         "hardware": "2 x Test GPU; 2 processes",
     }
     for row in ("| Budget | 24 h |", "| Time marker | 0.50 of the budget |", "| Elapsed training time | 12:00:10 |",
@@ -42,6 +43,7 @@ def test_card_carries_the_training_state_as_metadata_and_text(bert_snapshot):
                 "| Layers | 2 |", "| Hidden size | 16 |", "| Attention heads | 2 |"):
         assert row in card.text
     assert 'from_pretrained("me/bert-24h", revision="marker-0.50")' in card.text
+    assert "taken at the time marker 0.50 of the 24 h budget" in card.text
     assert "on the branch `marker-0.50` of this repository" in card.text
     assert "custom_code" not in card.data.tags  # stock BERT needs no remote code
 
@@ -87,14 +89,11 @@ def test_info_from_trainer_state_takes_steps_tokens_and_the_last_eval_loss():
     state.log_history = [{"loss": 5.0, "step": 50}, {"eval_loss": 4.5, "step": 50}, {"eval_loss": 3.25, "step": 100},
                          {"loss": 3.0, "step": 110}]
 
-    info = ModelCardInfo.from_trainer_state(
-        state, marker=0.5, elapsed_seconds=1800.0, budget_hours=1.0, world_size=2, command_line=("run_mlm.py",)
-    )
+    snapshot = SnapshotInfo("marker-0.50", 0.5, global_step=120, elapsed_seconds=1800.0, budget_seconds=3600.0)
 
-    assert (info.optimizer_steps, info.tokens_seen, info.eval_loss) == (120, 4096, 3.25)
-    assert (info.marker, info.elapsed_seconds, info.budget_hours) == (0.5, 1800.0, 1.0)
+    info = ModelCardInfo.from_trainer_state(state, snapshot, world_size=2, command_line=("run_mlm.py",))
+
+    assert (info.snapshot, info.tokens_seen, info.eval_loss) == (snapshot, 4096, 3.25)
     assert info.hardware.endswith("2 processes") and info.command_line == ["run_mlm.py"]
-    uncounted = ModelCardInfo.from_trainer_state(
-        TrainerState(), marker=None, elapsed_seconds=0.0, budget_hours=1.0, world_size=1, command_line=[]
-    )
+    uncounted = ModelCardInfo.from_trainer_state(TrainerState(), snapshot, world_size=1, command_line=[])
     assert (uncounted.tokens_seen, uncounted.eval_loss) == (None, None)

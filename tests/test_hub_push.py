@@ -1,16 +1,12 @@
 """`python -m budget_bert.hub.push`: push existing snapshots after the fact."""
 
-import dataclasses
-import json
-
 import pytest
 from huggingface_hub import ModelCard
 
 from budget_bert.hub.model_card import ModelCardInfo, write_model_card
 from budget_bert.hub.push import PushArguments, main
-from budget_bert.snapshots import SNAPSHOT_INFO_FILE
+from trainer_callbacks import SnapshotInfo
 from hub_server import hub_env, hub_server, make_snapshot  # noqa: F401 - fixtures
-from trainer_callbacks.finetune_snapshots import SnapshotInfo
 
 
 REPO = "fake-user/bert-24h"
@@ -26,9 +22,10 @@ def run_dir(tmp_path):
 
 def test_a_run_dir_pushes_every_snapshot_to_its_branch_and_the_end_to_main(hub_env, run_dir, capsys):
     folders = run_dir / "finetune_snapshots"
-    write_model_card(folders / "end", ModelCardInfo(optimizer_steps=99), repo_id=REPO, branch="end", also_main=True)
-    info = SnapshotInfo("marker-0.25", 0.25, global_step=40, elapsed_seconds=900.0, budget_fraction=0.25)
-    (folders / "marker-0.25" / SNAPSHOT_INFO_FILE).write_text(json.dumps(dataclasses.asdict(info)))
+    write_model_card(folders / "end", ModelCardInfo(tokens_seen=99), repo_id=REPO, branch="end", also_main=True)
+    SnapshotInfo("marker-0.25", 0.25, global_step=40, elapsed_seconds=900.0, budget_seconds=3600.0).save(
+        folders / "marker-0.25"
+    )
     make_snapshot(folders / ".marker-0.75.partial")  # being written: not a snapshot yet
 
     assert main(["--hub_model_id", REPO, "--run_dir", str(run_dir), "--hub_token", hub_env.token]) == 0
@@ -41,10 +38,10 @@ def test_a_run_dir_pushes_every_snapshot_to_its_branch_and_the_end_to_main(hub_e
         return ModelCard(repo.files(branch)["README.md"].decode()).data.budget_bert
 
     # The card written at snapshot time is pushed as it is; a folder without one gets a card from what it records.
-    assert card("end")["optimizer_steps"] == 99
+    assert card("end")["tokens_seen"] == 99
     assert card("marker-0.25") == {
-        "snapshot": "marker-0.25", "architecture": "BertForMaskedLM", "budget_hours": 1.0, "marker": 0.25,
-        "elapsed_seconds": 900.0, "optimizer_steps": 40,
+        "snapshot": "marker-0.25", "architecture": "BertForMaskedLM", "marker": 0.25, "global_step": 40,
+        "elapsed_seconds": 900.0, "budget_seconds": 3600.0,
     }
     assert card("marker-0.50") == {"snapshot": "marker-0.50", "architecture": "BertForMaskedLM"}
     printed = capsys.readouterr().out.splitlines()

@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard
 from budget_bert.hub import push
 from budget_bert.hub.model_card import ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
+from trainer_callbacks import SnapshotInfo
 from hub_server import HUB_TOKEN, hub_env, hub_server, make_snapshot  # noqa: F401 - fixtures
 
 
@@ -54,7 +55,8 @@ def wait_for(condition):
 def test_each_snapshot_lands_on_its_branch_and_the_end_on_main(hub_env, run_dir):
     pusher = make_pusher(hub_env)
     for folder, marker in zip(snapshots(run_dir), (0.5, None)):
-        pusher.submit(folder, card_info=ModelCardInfo(budget_hours=1.0, marker=marker, optimizer_steps=7))
+        snapshot = SnapshotInfo(folder.name, marker, global_step=7, elapsed_seconds=1800.0, budget_seconds=3600.0)
+        pusher.submit(folder, card_info=ModelCardInfo(snapshot=snapshot))
 
     report = pusher.close(timeout=60)
 
@@ -67,7 +69,7 @@ def test_each_snapshot_lands_on_its_branch_and_the_end_on_main(hub_env, run_dir)
         assert repo.files(folder.name) == {**folder_files(folder), ".gitattributes": gitattributes}
     assert repo.files("main") == repo.files("end")
     card = ModelCard(repo.files("marker-0.50")["README.md"].decode())
-    assert card.data.budget_bert["marker"] == 0.5 and card.data.budget_bert["optimizer_steps"] == 7
+    assert card.data.budget_bert["marker"] == 0.5 and card.data.budget_bert["global_step"] == 7
     assert repo.files("marker-0.50")["model.safetensors"] != repo.files("end")["model.safetensors"]
     assert hub_env.unknown_routes == []
 

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from budget_bert.hub import push
-from budget_bert.preemption import EXIT_PREEMPTED
-from budget_bert.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR, snapshot_name
+from budget_bert.pretraining.resume import EXIT_PREEMPTED
+from trainer_callbacks.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOTS_DIR, SnapshotInfo, snapshot_name
 from hub_server import HUB_TOKEN, hub_env, hub_server  # noqa: F401 - fixtures
 from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, prepared_data, wait_until  # noqa: F401 - fixture
 
@@ -117,11 +117,11 @@ def test_each_snapshot_lands_on_its_branch_with_its_card_and_loads_in_a_fresh_pr
     repo = hub_env.repo(REPO_ID)
     for name, marker in SNAPSHOTS.items():
         card = ModelCard(repo.files(name)["README.md"].decode())
-        info = json.loads((output_dir / SNAPSHOTS_DIR / name / SNAPSHOT_INFO_FILE).read_text())
+        info = SnapshotInfo.load(output_dir / SNAPSHOTS_DIR / name)
         metadata = card.data.budget_bert
         assert metadata["snapshot"] == name and metadata.get("marker") == marker
-        assert metadata["optimizer_steps"] == info["global_step"] > 0
-        assert metadata["budget_hours"] == BUDGET_SECONDS / 3600
+        assert metadata["global_step"] == info.global_step > 0
+        assert metadata["budget_seconds"] == BUDGET_SECONDS
         assert f'revision="{name}"' in card.text
         assert f"--hub_token {shlex.quote('<HUB_TOKEN>')}" in card.text
         assert f"Pushed snapshot {name} to {REPO_ID}@{name}." in run.stdout
@@ -173,8 +173,7 @@ def test_a_hub_down_for_the_whole_run_leaves_the_snapshots_and_the_commands_to_p
     assert hub_env.repos == {} and hub_env.requests and {status for _, _, status in hub_env.requests} == {0}
     # Training never waited for the Hub: it stopped within a step of its budget, by its own clock (waiting out a
     # push's 30-second backoff would have taken it past twice the budget).
-    end = json.loads((output_dir / SNAPSHOTS_DIR / "end" / SNAPSHOT_INFO_FILE).read_text())
-    assert 1 <= end["budget_fraction"] < 2
+    assert 1 <= SnapshotInfo.load(output_dir / SNAPSHOTS_DIR / "end").budget_fraction < 2
     for name in SNAPSHOTS:
         AutoModelForMaskedLM.from_pretrained(output_dir / SNAPSHOTS_DIR / name)
     assert f"3 snapshot(s) were not pushed to {REPO_ID}; they stay on disk:" in run.stdout

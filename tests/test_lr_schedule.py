@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from budget_bert.lr_schedule import lr_factor
+from trainer_callbacks.lr_curves import lr_factor
 
 
 @pytest.mark.parametrize(

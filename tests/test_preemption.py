@@ -12,9 +12,9 @@ import torch
 
 from transformers import TrainerCallback
 
-from budget_bert.checkpointing import COMPLETE_MARKER, complete_checkpoints, incompleteness
-from budget_bert.clock import BudgetClock, ManualTime
-from budget_bert.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
+from trainer_callbacks.checkpoints import COMPLETE_MARKER, complete_checkpoints, incompleteness
+from trainer_callbacks.clock import BudgetClock, ManualTime
+from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
 from test_callbacks_trainer import BUDGET, AdvanceTime, RandomMLMData, make_trainer
 from trainer_callbacks import (
     BudgetCallback,

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from matplotlib.image import imread
 
-from budget_bert.report import (
+from budget_bert.report.run_report import (
     PLOTS,
     REPORT_DIR,
     REPORT_FILE,
@@ -16,6 +16,7 @@ from budget_bert.report import (
     metric_figure,
     write_report,
 )
+from trainer_callbacks import BudgetCallback, BudgetClock, SnapshotInfo
 
 
 BUDGET_SECONDS = 120.0
@@ -48,8 +49,7 @@ def write_run(folder, with_eval=True):
         "num_input_tokens_seen": TOKENS,
         "log_history": history,
         "stateful_callbacks": {
-            "BudgetCallback": {"args": {}, "attributes": {"budget_seconds": BUDGET_SECONDS,
-                                                          "elapsed_seconds": ELAPSED_SECONDS}},
+            "BudgetCallback": BudgetCallback(BudgetClock(BUDGET_SECONDS, elapsed_before=ELAPSED_SECONDS)).state(),
         },
     }
     folder.mkdir(parents=True)
@@ -57,9 +57,8 @@ def write_run(folder, with_eval=True):
     for name, (marker, step, seconds) in SNAPSHOTS.items():
         snapshot = folder / "finetune_snapshots" / name
         snapshot.mkdir(parents=True)
-        info = {"name": name, "marker": marker, "global_step": step, "elapsed_seconds": seconds,
-                "budget_fraction": seconds / BUDGET_SECONDS}
-        (snapshot / "snapshot_info.json").write_text(json.dumps(info))
+        (snapshot / "config.json").write_text("{}")
+        SnapshotInfo(name, marker, step, seconds, BUDGET_SECONDS).save(snapshot)
     return folder
 
 

@@ -20,8 +20,9 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification
-from budget_bert.arguments import parse_pretraining_args
-from budget_bert.lr_schedule import lr_factor
+from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
+from trainer_callbacks.lr_curves import lr_factor
+from trainer_callbacks.snapshots import SnapshotInfo, load_snapshots
 from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, free_port, prepared_data  # noqa: F401 - fixture
 from test_arguments import SEED_COMMAND
 
@@ -68,10 +69,9 @@ def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def read_snapshots(output_dir) -> dict[str, dict]:
-    """{name: snapshot_info.json} of the finetuning snapshots in `output_dir`."""
-    folders = (output_dir / "finetune_snapshots").glob("[!.]*")  # not a .partial one
-    return {folder.name: read_json(folder / "snapshot_info.json") for folder in folders}
+def read_snapshots(output_dir) -> dict[str, SnapshotInfo]:
+    """{name: description} of the finished finetuning snapshots in `output_dir`."""
+    return {info.name: info for info in load_snapshots(output_dir)}
 
 
 def elapsed_by_step(log_history) -> dict[int, float]:
@@ -151,8 +151,8 @@ def test_markers_are_taken_at_the_first_step_past_them(first_run, resumed_run):
     elapsed = elapsed_by_step(resumed_run["state"]["log_history"])  # the resumed state carries the first run's logs
     for marker in MARKERS:
         info = resumed_run["snapshots"][f"marker-{marker:.2f}"]
-        assert info["global_step"] == first_step_at_or_past(elapsed, marker * BUDGET_HOURS * 3600)
-        assert info["budget_fraction"] >= marker
+        assert info.global_step == first_step_at_or_past(elapsed, marker * BUDGET_HOURS * 3600)
+        assert info.budget_fraction >= marker
 
 
 def test_resume_continues_the_budget_the_lr_and_the_markers(first_run, resumed_run):
@@ -177,8 +177,8 @@ def test_resume_continues_the_budget_the_lr_and_the_markers(first_run, resumed_r
         assert resumed_run["snapshots"][name] == first_run["snapshots"][name]
     taken = re.findall(r"Finetuning snapshot \S+/(marker-[\d.]+) at step", resumed_run["result"].stdout)
     assert sorted(taken_before) + taken == [f"marker-{marker:.2f}" for marker in MARKERS]
-    assert all(resumed_run["snapshots"][name]["global_step"] > checkpoint_step for name in taken)
-    assert resumed_run["snapshots"]["end"]["global_step"] == resumed_run["state"]["global_step"]
+    assert all(resumed_run["snapshots"][name].global_step > checkpoint_step for name in taken)
+    assert resumed_run["snapshots"]["end"].global_step == resumed_run["state"]["global_step"]
 
 
 def test_logs_carry_budget_lr_loss_and_tokens_per_second(first_run):

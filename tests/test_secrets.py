@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from budget_bert.secrets import install_log_redaction, is_secret_name, redact_secrets, redact_text
+from budget_bert.hub.redaction import install_log_redaction, is_secret_name, redact_secrets, redact_text
 
 
 SECRET = "hf_redactionTestSecret42"

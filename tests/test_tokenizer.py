@@ -1,9 +1,9 @@
-"""Tests of budget_bert.tokenizer: an offline WordPiece tokenizer that AutoTokenizer loads."""
+"""Tests of budget_bert.data.tokenization: an offline WordPiece tokenizer that AutoTokenizer loads."""
 
 import pytest
 from transformers import AutoTokenizer
 
-from budget_bert.tokenizer import SPECIAL_TOKENS, train_wordpiece_tokenizer
+from budget_bert.data.tokenization import SPECIAL_TOKENS, train_wordpiece_tokenizer
 
 
 TEXT = (

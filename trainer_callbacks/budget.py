@@ -1,11 +1,16 @@
 """Ending training when the wall-clock budget is spent, and carrying the budget across resumes."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 from transformers import TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
-from budget_bert.clock import BudgetClock
-from trainer_callbacks.exported_state import RestoresOwnState, restore_exported_attributes
+from trainer_callbacks.clock import BudgetClock
+from trainer_callbacks.exported_state import RestoresOwnState, restore_exported_attributes, saved_attributes
 
 
 logger = logging.get_logger(__name__)
@@ -42,6 +47,15 @@ class BudgetCallback(RestoresOwnState, ExportableState):
         self.stop_seconds = clock.budget_seconds
         if stop_after_seconds is not None:
             self.stop_seconds = min(self.stop_seconds, stop_after_seconds)
+
+    @classmethod
+    def saved_clock(cls, trainer_state: Mapping[str, Any]) -> BudgetClock | None:
+        """
+        The clock this callback exported into a saved `trainer_state.json` (given as the parsed dict), stopped at the
+        seconds used then; `None` for a run trained without this callback.
+        """
+        attributes = saved_attributes(trainer_state.get("stateful_callbacks", {}), cls)
+        return BudgetClock.from_state_dict(attributes) if attributes else None
 
     def state(self) -> dict:
         return {"args": {}, "attributes": self.clock.state_dict()}

@@ -5,7 +5,7 @@ from tqdm.auto import tqdm
 from transformers import ProgressCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from budget_bert.clock import BudgetClock
+from trainer_callbacks.clock import BudgetClock
 
 
 logger = logging.get_logger(__name__)

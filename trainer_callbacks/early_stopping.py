@@ -5,7 +5,7 @@ import math
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from budget_bert.clock import BudgetClock
+from trainer_callbacks.clock import BudgetClock
 
 
 logger = logging.get_logger(__name__)

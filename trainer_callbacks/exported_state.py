@@ -1,5 +1,6 @@
 """Restoring a callback's exported state from `trainer_state.json` without re-creating the callback."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback, TrainerState, TrainingArguments
@@ -23,6 +24,15 @@ def restore_exported_attributes(state: TrainerState, callback: ExportableState) 
     if isinstance(saved, list):
         raise ValueError(f"Only one {name} per Trainer is supported; the state holds {len(saved)}.")
     return saved.get("attributes", {})
+
+
+def saved_attributes(stateful_callbacks: Mapping[str, Any], callback_class: type) -> dict[str, Any] | None:
+    """
+    The `attributes` that a callback of `callback_class` exported into `stateful_callbacks` (of a saved
+    `trainer_state.json`, read as a dict), or `None` when no such callback was exported.
+    """
+    saved = stateful_callbacks.get(callback_class.__name__)
+    return saved.get("attributes") if isinstance(saved, Mapping) else None
 
 
 class RestoresOwnState(TrainerCallback):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from budget_bert.clock import BudgetClock
+from trainer_callbacks.clock import BudgetClock
 
 
 logger = logging.get_logger(__name__)
@@ -22,11 +22,12 @@ class PreemptionCallback(TrainerCallback):
     SLURM and similar schedulers send SIGTERM some seconds before they kill a preempted or timed-out job (SLURM:
     `KillWait`, or `#SBATCH --signal=TERM@120` to be warned earlier; under torchrun the agent passes SIGTERM on to
     the workers and kills them 30 s later). The handler only asks the clock to interrupt
-    ([`~budget_bert.clock.BudgetClock.request_interrupt`]); the next tick shares the request with every process, so
-    all of them stop at the same step and save the same checkpoint, even when only one received the signal. After
-    `trainer.train()` returns, [`~budget_bert.clock.BudgetClock.interrupted`] tells a preempted run from a finished
-    one: `run_mlm.py` then exits with [`~budget_bert.preemption.EXIT_PREEMPTED`] (75) and prints how to resume. A
-    preempted run takes no final evaluation and no `end` snapshot: the resumed run does.
+    ([`~trainer_callbacks.clock.BudgetClock.request_interrupt`]); the next tick shares the request with every
+    process, so all of them stop at the same step and save the same checkpoint, even when only one received the
+    signal. After `trainer.train()` returns, [`~trainer_callbacks.clock.BudgetClock.interrupted`] tells a preempted
+    run from a finished one (a script can then exit with a code of its own and print how to resume; `run_mlm.py`
+    exits with 75, `EX_TEMPFAIL`). A preempted run takes no final evaluation and no `end` snapshot: the resumed run
+    does.
 
     The handlers are installed on train begin, only in the main thread (Python delivers signals there), and the
     previous ones are restored on train end.

@@ -7,8 +7,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from budget_bert.clock import BudgetClock
-from budget_bert.lr_schedule import lr_factor
+from trainer_callbacks.clock import BudgetClock
+from trainer_callbacks.lr_curves import lr_factor
 
 
 class TimeBasedLRCallback(TrainerCallback):
@@ -30,7 +30,7 @@ class TimeBasedLRCallback(TrainerCallback):
         clock (`BudgetClock`): The run's clock, ticked by [`~trainer_callbacks.BudgetCallback`].
         warmup_proportion (`float`, *optional*, defaults to 0.06): Fraction of the budget spent warming up.
         curve (`str`, *optional*, defaults to `"linear"`): `"linear"` or `"exp"`, see
-            [`~budget_bert.lr_schedule.lr_factor`].
+            [`~trainer_callbacks.lr_curves.lr_factor`].
         decay_rate (`float`, *optional*, defaults to 0.99): Exp curve: multiplier per `decay_interval`.
         decay_interval (`float`, *optional*, defaults to 1.0): Exp curve: fraction of the budget per `decay_rate`
             multiplication (the seed's `--decay_step` hours divided by `--total_training_time`).

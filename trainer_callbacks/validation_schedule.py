@@ -2,7 +2,7 @@
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from budget_bert.clock import BudgetClock
+from trainer_callbacks.clock import BudgetClock
 from trainer_callbacks.shards import check_steps_per_shard, completed_shards
 
 

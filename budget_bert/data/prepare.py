@@ -21,12 +21,13 @@ import pyarrow.compute as pc
 import tokenizers
 import transformers
 from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from budget_bert.data.arguments import PrepareDataArguments, TextDataArguments
+from budget_bert.data.data_arguments import PrepareDataArguments, TextDataArguments
 from budget_bert.data.metadata import METADATA_NAME, TOKENIZER_DIR, PreparedDataMetadata
 from budget_bert.data.packing import pack_documents
+from budget_bert.data.tokenization import check_tokenizer, load_tokenizer
 
 
 logger = logging.get_logger(__name__)
@@ -57,29 +58,6 @@ def resolve_text_files(patterns: Sequence[str], flag: str) -> list[str]:
 def input_ids_dtype(vocab_size: int) -> str:
     """The smallest Arrow integer type that holds every token id: int16 for BERT's 30,522 tokens, else int32."""
     return "int16" if vocab_size <= 2**15 else "int32"
-
-
-def load_tokenizer(tokenizer_name: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer through `AutoTokenizer`, turning a failure into a one-line error about --tokenizer_name."""
-    try:
-        return AutoTokenizer.from_pretrained(tokenizer_name)
-    except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0]
-        raise ValueError(
-            f"--tokenizer_name {tokenizer_name}: cannot be loaded ({reason}); offline, pass a local tokenizer "
-            "folder (budget_bert.tokenizer.train_wordpiece_tokenizer makes one)"
-        ) from err
-
-
-def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise a `ValueError` unless the tokenizer has the [CLS], [SEP], [PAD] and [MASK] tokens BERT needs."""
-    needed = ("cls_token", "sep_token", "pad_token", "mask_token")
-    missing = [name for name in needed if getattr(tokenizer, name) is None]
-    if missing:
-        raise ValueError(
-            f"--tokenizer_name {tokenizer.name_or_path}: has no {', '.join(missing)}; BERT pretraining needs a "
-            "tokenizer with [CLS], [SEP], [PAD] and [MASK]"
-        )
 
 
 def load_raw_text(args: TextDataArguments) -> DatasetDict:

@@ -10,14 +10,14 @@ number of labels is refused unless `--ignore_mismatched_sizes`.
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from budget_bert.glue.arguments import ModelArguments
-from budget_bert.glue.data import LabelSpec
+from budget_bert.data.tokenization import load_tokenizer
+from budget_bert.glue.glue_arguments import ModelArguments
+from budget_bert.glue.glue_data import LabelSpec
 
 
 def _hub_kwargs(model_args: ModelArguments) -> dict:
@@ -29,11 +29,11 @@ def _hub_kwargs(model_args: ModelArguments) -> dict:
     }
 
 
-def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
+def load_finetuning_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     """The tokenizer of `--tokenizer_name`, or the one saved with the model."""
-    return AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, **_hub_kwargs(model_args)
-    )
+    if model_args.tokenizer_name:
+        return load_tokenizer(model_args.tokenizer_name, "--tokenizer_name", **_hub_kwargs(model_args))
+    return load_tokenizer(model_args.model_name_or_path, "--model_name_or_path", **_hub_kwargs(model_args))
 
 
 def has_classification_head(config: PretrainedConfig) -> bool:

@@ -36,7 +36,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.utils import logging as hf_logging
 
-from budget_bert.glue.arguments import DATA_EXTENSIONS, resolve_key_aliases
+from budget_bert.glue.glue_arguments import DATA_EXTENSIONS, resolve_key_aliases
 from budget_bert.glue.results import summarize, write_tables
 from budget_bert.glue.runtime import RESULTS_FILE
 from budget_bert.glue.tasks import GLUE_AVERAGE_TASKS, get_task

@@ -1,7 +1,8 @@
 """The model card (README.md with Hub YAML metadata) written into each snapshot before it is pushed.
 
-The caller fills a `ModelCardInfo` with the run's state at the snapshot; the architecture is read from the
-snapshot's own `config.json` and weights, so the card cannot disagree with the folder it describes.
+The caller fills a `ModelCardInfo` with the snapshot's description (`trainer_callbacks.SnapshotInfo`) and the run's
+state at the snapshot; the architecture is read from the snapshot's own `config.json` and weights, so the card
+cannot disagree with the folder it describes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import shlex
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +24,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from transformers import TrainerState
 
-from budget_bert.secrets import redact_secrets
+from budget_bert.hub.redaction import redact_secrets
+from trainer_callbacks.snapshots import SnapshotInfo
 
 
 MODEL_CARD_NAME = "README.md"
@@ -34,21 +37,15 @@ class ModelCardInfo:
     """The training state a snapshot's card reports; every field is optional ("not recorded" on the card).
 
     Args:
-        budget_hours: the run's wall-clock training budget, in hours.
-        marker: the fraction of the budget at which the snapshot was taken (0.5 for `marker-0.50`); None for
-            the snapshot at the end of training.
-        elapsed_seconds: training time used when the snapshot was taken.
-        optimizer_steps: optimizer steps taken (`TrainerState.global_step`).
+        snapshot: the snapshot's own description (marker, optimizer step, budget seconds used, budget), as written
+            into its folder.
         tokens_seen: input tokens seen, over all processes (`TrainerState.num_input_tokens_seen`).
         eval_loss: the last validation loss before the snapshot.
         hardware: what trained the model, e.g. `describe_hardware(world_size)`.
         command_line: the command that started the run (`sys.argv`); secrets are redacted on the card.
     """
 
-    budget_hours: float | None = None
-    marker: float | None = None
-    elapsed_seconds: float | None = None
-    optimizer_steps: int | None = None
+    snapshot: SnapshotInfo | None = None
     tokens_seen: int | None = None
     eval_loss: float | None = None
     hardware: str | None = None
@@ -56,25 +53,15 @@ class ModelCardInfo:
 
     @classmethod
     def from_trainer_state(
-        cls,
-        state: TrainerState,
-        *,
-        marker: float | None,
-        elapsed_seconds: float,
-        budget_hours: float,
-        world_size: int,
-        command_line: list[str],
+        cls, state: TrainerState, snapshot: SnapshotInfo, *, world_size: int, command_line: Sequence[str]
     ) -> ModelCardInfo:
-        """The card info of a snapshot taken now: steps, tokens and the last eval loss come from `state`.
+        """The card info of `snapshot`, taken now: tokens and the last eval loss come from `state`.
 
         `state.num_input_tokens_seen` counts only with `--include_num_input_tokens_seen`; 0 reads "not recorded".
         """
         eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
         return cls(
-            budget_hours=budget_hours,
-            marker=marker,
-            elapsed_seconds=elapsed_seconds,
-            optimizer_steps=state.global_step,
+            snapshot=snapshot,
             tokens_seen=state.num_input_tokens_seen or None,
             eval_loss=eval_losses[-1] if eval_losses else None,
             hardware=describe_hardware(world_size),
@@ -130,26 +117,37 @@ def render_model_card(
     architecture = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
     command = shlex.join(redact_secrets(info.command_line)) if info.command_line else None
 
-    metadata = {key: value for key, value in asdict(info).items() if value is not None and key != "command_line"}
+    snapshot = info.snapshot
+    recorded = {
+        **({key: value for key, value in asdict(snapshot).items() if key != "name"} if snapshot else {}),
+        "tokens_seen": info.tokens_seen,
+        "eval_loss": info.eval_loss,
+        "hardware": info.hardware,
+    }
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="fill-mask",
         tags=["budget-bert", "fill-mask", *(["custom_code"] if remote_code else [])],
-        budget_bert={"snapshot": branch, "architecture": architecture, **metadata},
+        budget_bert={
+            "snapshot": branch,
+            "architecture": architecture,
+            **{key: value for key, value in recorded.items() if value is not None},
+        },
     )
 
-    if info.marker is not None:
-        budget = f" of the {info.budget_hours:g} h budget" if info.budget_hours is not None else " of the budget"
-        moment = f"at the time marker {info.marker:.2f}{budget}"
+    budget_hours = snapshot.budget_seconds / 3600 if snapshot else None
+    marker = snapshot.marker if snapshot else None
+    if marker is not None:
+        moment = f"at the time marker {marker:.2f} of the {budget_hours:g} h budget"
     else:
         moment = "at the end of training"
     where = f"branch `{branch}`" + (" and on `main`" if also_main and branch != "main" else "")
     trust = ", trust_remote_code=True" if remote_code else ""
     training_rows = [
-        ("Budget", None if info.budget_hours is None else f"{info.budget_hours:g} h"),
-        ("Time marker", "end of training" if info.marker is None else f"{info.marker:.2f} of the budget"),
-        ("Elapsed training time", _format_duration(info.elapsed_seconds)),
-        ("Optimizer steps", _format_count(info.optimizer_steps)),
+        ("Budget", None if budget_hours is None else f"{budget_hours:g} h"),
+        ("Time marker", "end of training" if marker is None else f"{marker:.2f} of the budget"),
+        ("Elapsed training time", _format_duration(snapshot.elapsed_seconds if snapshot else None)),
+        ("Optimizer steps", _format_count(snapshot.global_step if snapshot else None)),
         ("Tokens seen", _format_count(info.tokens_seen)),
         ("Last evaluation loss", None if info.eval_loss is None else f"{info.eval_loss:.4f}"),
         ("Hardware", info.hardware),

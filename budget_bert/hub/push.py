@@ -11,7 +11,6 @@ a README.md gets a card from its config and its `snapshot_info.json`). The token
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from transformers import HfArgumentParser
 
 from budget_bert.hub.model_card import MODEL_CARD_NAME, ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
-from budget_bert.snapshots import END_SNAPSHOT_NAME, SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
+from trainer_callbacks.snapshots import SNAPSHOTS_DIR, SnapshotInfo, snapshot_folders
 
 
 @dataclass
@@ -78,26 +77,7 @@ class PushArguments:
         """The snapshot folders to push, in order (a run's snapshots sorted by name, `end` last)."""
         if self.snapshot_dirs:
             return [Path(folder) for folder in self.snapshot_dirs]
-        root = Path(self.run_dir) / SNAPSHOTS_DIR
-        # A folder whose name starts with a dot is a snapshot being written (or left by a crash).
-        folders = [f for f in root.glob("[!.]*") if (f / "config.json").is_file()] if root.is_dir() else []
-        return sorted(folders, key=lambda folder: (folder.name == END_SNAPSHOT_NAME, folder.name))
-
-
-def card_info_from_folder(folder: Path) -> ModelCardInfo:
-    """What a snapshot folder records of its training state (its `snapshot_info.json`), for a card written late."""
-    path = folder / SNAPSHOT_INFO_FILE
-    if not path.is_file():
-        return ModelCardInfo()
-    info = json.loads(path.read_text())
-    elapsed, fraction = info.get("elapsed_seconds"), info.get("budget_fraction")
-    return ModelCardInfo(
-        # The clock's fraction is elapsed / budget, so the budget follows from the two.
-        budget_hours=elapsed / fraction / 3600 if elapsed and fraction else None,
-        marker=info.get("marker"),
-        elapsed_seconds=elapsed,
-        optimizer_steps=info.get("global_step"),
-    )
+        return snapshot_folders(self.run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         backoff_seconds=args.backoff_seconds,
     )
     for folder in args.snapshot_folders():
-        card_info = None if (folder / MODEL_CARD_NAME).is_file() else card_info_from_folder(folder)
+        # A folder without a card gets one from its own description (snapshot_info.json).
+        card_info = None if (folder / MODEL_CARD_NAME).is_file() else ModelCardInfo(snapshot=SnapshotInfo.load(folder))
         pusher.submit(folder, branch=args.branch, also_main=args.also_main, card_info=card_info)
     report = pusher.close(timeout=args.timeout)
     for job in report.pushed:

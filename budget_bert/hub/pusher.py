@@ -26,8 +26,8 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from budget_bert.hub.model_card import ModelCardInfo, write_model_card
-from budget_bert.secrets import install_log_redaction, redact_text
-from budget_bert.snapshots import END_SNAPSHOT_NAME
+from budget_bert.hub.redaction import install_log_redaction, redact_text
+from trainer_callbacks.snapshots import END_SNAPSHOT_NAME
 
 
 logger = logging.get_logger(__name__)

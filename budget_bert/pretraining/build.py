@@ -13,7 +13,6 @@ import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForMaskedLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PrinterCallback,
@@ -27,14 +26,15 @@ from transformers.integrations import TensorBoardCallback, get_reporting_integra
 from transformers.utils import logging
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
-from budget_bert.arguments import BudgetArguments, DataArguments, ModelArguments
-from budget_bert.clock import BudgetClock
 from budget_bert.data.collator import DataCollatorForBertPretraining
 from budget_bert.data.loading import load_prepared_dataset, steps_per_shard
 from budget_bert.data.metadata import TOKENIZER_DIR
 from budget_bert.data.prepare import build_mlm_datasets
+from budget_bert.data.tokenization import load_tokenizer
 from budget_bert.hub.model_card import ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
+from budget_bert.hub.redaction import redact_secrets
+from budget_bert.pretraining.pretraining_arguments import BudgetArguments, DataArguments, ModelArguments
 from trainer_callbacks import (
     BudgetCallback,
     BudgetEarlyStoppingCallback,
@@ -47,6 +47,7 @@ from trainer_callbacks import (
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
+from trainer_callbacks.clock import BudgetClock
 
 logger = logging.get_logger(__name__)
 
@@ -60,20 +61,21 @@ class PretrainingData:
     examples_per_shard: int
 
 
-def load_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreTrainedTokenizerBase:
+def load_pretraining_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreTrainedTokenizerBase:
     """`--tokenizer_name`, else the tokenizer saved with `--dataset_path`, else `--model_name_or_path`'s."""
-    name = model_args.tokenizer_name
+    name, flag = model_args.tokenizer_name, "--tokenizer_name"
     if name is None and data_args.dataset_path:
-        name = os.path.join(data_args.dataset_path, TOKENIZER_DIR)
+        name, flag = os.path.join(data_args.dataset_path, TOKENIZER_DIR), "--dataset_path"
         if not os.path.isdir(name):
             raise ValueError(f"--dataset_path {data_args.dataset_path} is not data from prepare_data.py (no "
                              f"{TOKENIZER_DIR}/ folder): prepare it with prepare_data.py --output_dir "
                              f"{data_args.dataset_path}")
-    name = name or model_args.model_name_or_path
+    if name is None:
+        name, flag = model_args.model_name_or_path, "--model_name_or_path"
     if name is None:
         raise ValueError("No tokenizer: give --tokenizer_name (a Hub name or a folder) or --dataset_path from "
                          "prepare_data.py, which saves its tokenizer.")
-    return AutoTokenizer.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
+    return load_tokenizer(name, flag, trust_remote_code=model_args.trust_remote_code)
 
 
 def load_pretraining_data(
@@ -152,7 +154,9 @@ def build_budget_callbacks(
             early_stop_time=budget_args.early_stop_time,
             early_stop_eval_loss=budget_args.early_stop_eval_loss if budget_args.use_early_stopping else math.inf,
         ),
-        FinetuneSnapshotCallback(clock, budget_args.markers, run_arguments=run_arguments, on_snapshot=on_snapshot),
+        FinetuneSnapshotCallback(
+            clock, budget_args.markers, run_arguments=run_arguments, redact=redact_secrets, on_snapshot=on_snapshot
+        ),
     ]
     if budget_args.lr_schedule == "time":
         callbacks.append(
@@ -233,20 +237,12 @@ def finish_distributed() -> None:
 
 
 def snapshot_pusher_hook(
-    pusher: SnapshotPusher, trainer_state: Callable[[], TrainerState], budget_args: BudgetArguments,
-    world_size: int, command_line: list[str],
+    pusher: SnapshotPusher, trainer_state: Callable[[], TrainerState], world_size: int, command_line: list[str]
 ) -> Callable[[Path, SnapshotInfo], None]:
     """The `on_snapshot` hook that queues each finetuning snapshot, with its model card, for the Hub."""
 
     def push(path: Path, info: SnapshotInfo) -> None:
-        card = ModelCardInfo.from_trainer_state(
-            trainer_state(),
-            marker=info.marker,
-            elapsed_seconds=info.elapsed_seconds,
-            budget_hours=budget_args.total_training_time,
-            world_size=world_size,
-            command_line=command_line,
-        )
+        card = ModelCardInfo.from_trainer_state(trainer_state(), info, world_size=world_size, command_line=command_line)
         pusher.submit(path, card_info=card)
 
     return push

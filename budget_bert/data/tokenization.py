@@ -1,20 +1,48 @@
-"""Train a BERT WordPiece tokenizer offline, in seconds, with the `tokenizers` library."""
+"""Tokenizers for BERT pretraining: loading one (with a one-line error), checking it has BERT's special tokens, and
+training a WordPiece vocabulary offline, in seconds, with the `tokenizers` library."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
-from transformers import BertTokenizerFast
+from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 
 logger = logging.get_logger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_tokenizer(name: str, flag: str = "--tokenizer_name", **kwargs: Any) -> PreTrainedTokenizerBase:
+    """
+    `AutoTokenizer.from_pretrained(name, **kwargs)`, with a failure turned into a one-line `ValueError` that names
+    `flag`, the command-line flag `name` came from.
+    """
+    try:
+        return AutoTokenizer.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise ValueError(
+            f"{flag} {name}: cannot be loaded ({reason}); offline, pass a local tokenizer folder "
+            "(budget_bert.data.tokenization.train_wordpiece_tokenizer makes one)"
+        ) from err
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise a `ValueError` unless the tokenizer has the [CLS], [SEP], [PAD] and [MASK] tokens BERT needs."""
+    needed = ("cls_token", "sep_token", "pad_token", "mask_token")
+    missing = [name for name in needed if getattr(tokenizer, name) is None]
+    if missing:
+        raise ValueError(
+            f"--tokenizer_name {tokenizer.name_or_path}: has no {', '.join(missing)}; BERT pretraining needs a "
+            "tokenizer with [CLS], [SEP], [PAD] and [MASK]"
+        )
 
 
 def train_wordpiece_tokenizer(

@@ -1,8 +1,10 @@
 """The budget clock: the one source of truth for how much of the wall-clock budget a run has used."""
 
+from __future__ import annotations
+
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -121,6 +123,13 @@ class BudgetClock:
     def state_dict(self) -> dict[str, float]:
         """The clock's state: seconds used up to now (measured, not the last reading) and the budget."""
         return {"elapsed_seconds": self.measure(), "budget_seconds": self.budget_seconds}
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: Mapping[str, float], time_fn: Callable[[], float] = time.monotonic
+    ) -> BudgetClock:
+        """A stopped clock that continues a saved state ([`~BudgetClock.state_dict`]): its budget and seconds used."""
+        return cls(state_dict["budget_seconds"], time_fn=time_fn, elapsed_before=state_dict["elapsed_seconds"])
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         """

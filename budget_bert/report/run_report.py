@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from budget_bert.snapshots import SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR
-from trainer_callbacks import SnapshotInfo
+from trainer_callbacks.budget import BudgetCallback
+from trainer_callbacks.snapshots import SNAPSHOTS_DIR, SnapshotInfo, load_snapshots
 
 
 logger = logging.get_logger(__name__)
@@ -120,25 +120,17 @@ def load_run(output_dir: str | Path) -> RunHistory:
         log_history = list(state["log_history"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{state_file} is not a Trainer state file ({type(err).__name__}: {err})") from err
-    clock = state.get("stateful_callbacks", {}).get("BudgetCallback", {}).get("attributes", {})
+    clock = BudgetCallback.saved_clock(state)
     return RunHistory(
         output_dir=output_dir,
         state_file=state_file,
         log_history=log_history,
         global_step=state.get("global_step", 0),
         tokens_seen=state.get("num_input_tokens_seen") or None,
-        budget_seconds=clock.get("budget_seconds"),
-        elapsed_seconds=clock.get("elapsed_seconds"),
+        budget_seconds=None if clock is None else clock.budget_seconds,
+        elapsed_seconds=None if clock is None else clock.elapsed,
         snapshots=load_snapshots(output_dir),
     )
-
-
-def load_snapshots(output_dir: str | Path) -> list[SnapshotInfo]:
-    """The `SnapshotInfo` of every finetuning snapshot under `output_dir/finetune_snapshots`, oldest first."""
-    infos = []
-    for path in sorted(Path(output_dir, SNAPSHOTS_DIR).glob(f"*/{SNAPSHOT_INFO_FILE}")):
-        infos.append(SnapshotInfo(**json.loads(path.read_text())))
-    return sorted(infos, key=lambda info: (info.global_step, info.elapsed_seconds))
 
 
 def _time_unit(seconds: float) -> tuple[str, float]:
@@ -293,6 +285,3 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(path)
 
-
-if __name__ == "__main__":
-    main()

@@ -4,9 +4,9 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from budget_bert.checkpointing import AUTO
-from budget_bert.clock import BudgetClock
-from budget_bert.secrets import is_secret_name
+from budget_bert.hub.redaction import is_secret_name
+from trainer_callbacks.checkpoints import AUTO
+from trainer_callbacks.clock import BudgetClock
 
 
 # EX_TEMPFAIL of sysexits.h: a temporary failure, worth retrying. A requeue script tells it from a crash (1) and from
