@@ -119,20 +119,51 @@ def _load_text_files(data_files: dict[str, list[str]], args: TextDataArguments) 
         ) from err
 
 
+# Fast tokenizers take about 130 bytes per character of a single long text (1.3 GB for a 10 MB line without a
+# newline), and about a tenth of that for the same text in pieces: documents are tokenized in pieces of this size.
+MAX_PIECE_CHARS = 100_000
+_WHITESPACE = " \n\t\r\f\v"
+
+
+def split_long_text(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
+    """Cut `text` into pieces of at most `max_chars` characters, each before a whitespace character.
+
+    Tokenizers split words at whitespace first, so the pieces tokenize to the same ids as the whole text (the
+    whitespace stays at the start of the next piece, where byte-level BPE needs it). A stretch of `max_chars`
+    characters without any ASCII whitespace is cut where it reaches the limit.
+    """
+    pieces, start = [], 0
+    while len(text) - start > max_chars:
+        cut = max(text.rfind(char, start + 1, start + max_chars + 1) for char in _WHITESPACE)
+        if cut <= start:
+            cut = start + max_chars
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 def _tokenize_and_pack_batch(
     batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, max_seq_length: int
 ) -> dict[str, list[list[int]]]:
-    texts = [text or "" for text in batch[TEXT_COLUMN]]
+    pieces, owners = [], []
+    for index, text in enumerate(batch[TEXT_COLUMN]):
+        for piece in split_long_text(text or "", MAX_PIECE_CHARS):
+            pieces.append(piece)
+            owners.append(index)
     # split_special_tokens: a literal "[SEP]" or "[MASK]" in the corpus is text, not a control token.
     encoded = tokenizer(
-        texts,
+        pieces,
         add_special_tokens=False,
         split_special_tokens=True,
         return_attention_mask=False,
         return_token_type_ids=False,
         verbose=False,
     )
-    blocks = pack_documents(encoded["input_ids"], max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    documents: list[list[int]] = [[] for _ in batch[TEXT_COLUMN]]
+    for index, ids in zip(owners, encoded["input_ids"]):
+        documents[index].extend(ids)
+    blocks = pack_documents(documents, max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
     return {"input_ids": blocks}
 
 
@@ -192,8 +223,15 @@ def prepare_dataset(args: PrepareDataArguments) -> PreparedDataMetadata:
     Layout: `train/` (`args.num_shards` Arrow shards) and `validation/` as written by `DatasetDict.save_to_disk`,
     `tokenizer/` (the tokenizer that encoded the data) and `metadata.json`, written last so that its presence
     means the folder is complete. Load it with `budget_bert.data.loading.load_prepared_dataset`.
+
+    Everything is written to a staging folder next to `args.output_dir` (`.NAME.preparing`), which takes the
+    output's place only once complete: a failed or killed preparation leaves the previous data as it was, and
+    its rerun starts over. `--overwrite_output_dir` replaces only a folder that holds prepared data and nothing
+    else.
     """
-    _clear_output_dir(args.output_dir, args.overwrite_output_dir)
+    output = Path(args.output_dir)
+    _recover_interrupted_replacement(output)
+    _check_output_dir(output, args.overwrite_output_dir, _input_files(args))
     tokenizer = load_tokenizer(args.tokenizer_name)
     splits = build_mlm_datasets(args, tokenizer, args.seed)
     train_examples = len(splits["train"])
@@ -202,11 +240,29 @@ def prepare_dataset(args: PrepareDataArguments) -> PreparedDataMetadata:
             f"--num_shards {args.num_shards} exceeds the {train_examples} training examples: lower --num_shards "
             "or add text"
         )
-    num_shards = {split: args.num_shards if split == "train" else 1 for split in splits}
-    splits.save_to_disk(args.output_dir, num_shards=num_shards, num_proc=args.preprocessing_num_workers)
-    tokenizer.save_pretrained(os.path.join(args.output_dir, TOKENIZER_DIR))
+    staging = _staging_dir(output)
+    try:
+        metadata = _write_prepared(splits, tokenizer, args, staging)
+        _replace_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        f"Prepared {metadata.train_examples} training examples ({metadata.train_tokens} tokens) in "
+        f"{metadata.num_shards} shards of {metadata.examples_per_shard}+ and {metadata.validation_examples} "
+        f"validation examples into {args.output_dir}"
+    )
+    return metadata
 
-    saved = load_from_disk(args.output_dir)
+
+def _write_prepared(
+    splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: PrepareDataArguments, folder: Path
+) -> PreparedDataMetadata:
+    num_shards = {split: args.num_shards if split == "train" else 1 for split in splits}
+    splits.save_to_disk(str(folder), num_shards=num_shards, num_proc=args.preprocessing_num_workers)
+    tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+
+    saved = load_from_disk(str(folder))
     shard_sizes = [
         len(saved["train"].shard(args.num_shards, index, contiguous=True)) for index in range(args.num_shards)
     ]
@@ -229,28 +285,76 @@ def prepare_dataset(args: PrepareDataArguments) -> PreparedDataMetadata:
             "tokenizers": tokenizers.__version__,
         },
     )
-    metadata.to_json_file(os.path.join(args.output_dir, METADATA_NAME))
-    logger.info(
-        f"Prepared {metadata.train_examples} training examples ({metadata.train_tokens} tokens) in "
-        f"{metadata.num_shards} shards of {metadata.examples_per_shard}+ and {metadata.validation_examples} "
-        f"validation examples into {args.output_dir}"
-    )
+    metadata.to_json_file(folder / METADATA_NAME)
     return metadata
 
 
-def _clear_output_dir(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--output_dir {path} is a file: pick a folder")
-    if not os.path.isdir(path) or not os.listdir(path):
+def _staging_dir(output: Path) -> Path:
+    """Where the new data is written before it replaces `output`: next to it, on the same file system."""
+    output = output.absolute()
+    return output.parent / f".{output.name}.preparing"
+
+
+def _retired_dir(output: Path) -> Path:
+    """Where the previous data waits, between the two renames that replace it, before it is deleted."""
+    output = output.absolute()
+    return output.parent / f".{output.name}.replaced"
+
+
+def _replace_dir(staging: Path, output: Path) -> None:
+    """Put the complete `staging` folder in the place of `output`, which may exist (its data is then deleted)."""
+    if not output.exists():
+        os.replace(staging, output)
+        return
+    retired = _retired_dir(output)
+    os.replace(output, retired)
+    os.replace(staging, output)
+    shutil.rmtree(retired)
+
+
+def _recover_interrupted_replacement(output: Path) -> None:
+    """Undo what a preparation killed before it finished left next to `output` (see `_replace_dir`)."""
+    retired = _retired_dir(output)
+    if retired.is_dir():
+        if output.exists():  # killed after the new data was in place: the old one was going anyway
+            shutil.rmtree(retired)
+        else:  # killed between the two renames: the previous data goes back, as if nothing had started
+            os.replace(retired, output)
+            logger.warning(f"Restored {output}, which a killed preparation had moved to {retired}.")
+    shutil.rmtree(_staging_dir(output), ignore_errors=True)
+
+
+def _input_files(args: TextDataArguments) -> list[str]:
+    files = resolve_text_files(args.train_file, "--train_file") if args.train_file else []
+    return files + (resolve_text_files(args.validation_file, "--validation_file") if args.validation_file else [])
+
+
+# What `_write_prepared` puts in a folder: `save_to_disk`'s `dataset_dict.json` and split folders, the rest.
+_PREPARED_ENTRIES = frozenset({"dataset_dict.json", "train", "validation", TOKENIZER_DIR, METADATA_NAME})
+
+
+def _check_output_dir(output: Path, overwrite: bool, input_files: Sequence[str]) -> None:
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output_dir {output} is a file: pick a folder")
+    if not output.is_dir() or not any(output.iterdir()):
         return
     if not overwrite:
         raise ValueError(
-            f"--output_dir {path} is not empty: pass --overwrite_output_dir to replace the prepared data there, "
+            f"--output_dir {output} is not empty: pass --overwrite_output_dir to replace the prepared data there, "
             "or pick another folder"
         )
-    if not os.path.isfile(os.path.join(path, METADATA_NAME)):
+    inside = [path for path in input_files if output.resolve() in Path(path).resolve().parents]
+    if inside:
         raise ValueError(
-            f"--output_dir {path} holds something other than complete prepared data (no {METADATA_NAME}), which "
+            f"--train_file/--validation_file {inside[0]} is inside --output_dir {output}, which "
+            "--overwrite_output_dir replaces: move the text out of that folder, or pick another --output_dir"
+        )
+    others = sorted(entry.name for entry in output.iterdir() if entry.name not in _PREPARED_ENTRIES)
+    if others or not (output / METADATA_NAME).is_file():
+        found = f"it also holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}" if others else (
+            f"no {METADATA_NAME}"
+        )
+        raise ValueError(
+            f"--output_dir {output} holds something other than complete prepared data ({found}), which "
             "--overwrite_output_dir does not delete: empty it yourself or pick another folder"
         )
-    shutil.rmtree(path)
