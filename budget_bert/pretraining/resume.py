@@ -42,12 +42,13 @@ def resume_command(script: str, argv: list[str], env: Mapping[str, str] = os.env
     """
     kept, skip_value = [], False
     for token in argv:
-        name = token.split("=", 1)[0]
+        name, has_value = token.split("=", 1)[0], "=" in token
         if skip_value:
             skip_value = False
-        elif token in (_RESUME_FLAG,) or (token.startswith("--") and is_secret_name(token)):
-            skip_value = True
-        elif name != _RESUME_FLAG and not (name.startswith("--") and is_secret_name(name)):
+        elif name == _RESUME_FLAG or (name.startswith("--") and is_secret_name(name)):
+            # `--flag value` drops the value too; `--flag=value` is one token.
+            skip_value = not has_value
+        else:
             kept.append(token)
     return shlex.join([*launcher(env), script, *kept, _RESUME_FLAG, AUTO])
 
