@@ -55,8 +55,17 @@ def test_a_gated_mlp_of_two_thirds_the_width_has_the_parameters_of_the_ungated_o
     assert mlp_parameters(mlp_type="mlp", intermediate_size=48) == mlp_parameters(mlp_type="glu", intermediate_size=32)
 
 
+def to_half_layout(x: torch.Tensor) -> torch.Tensor:
+    """Reorder the head dimensions from pairs (2i, 2i + 1) to HF's rotate_half pairs (i, i + hs/2)."""
+    return torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
+
+
+@pytest.mark.parametrize("compiling", [False, True])  # complex arithmetic in eager mode, real when compiling
 @pytest.mark.parametrize("explicit_positions", [False, True])
-def test_rotary_positions_rotate_queries_and_keys_as_modernbert_does(explicit_positions):
+def test_rotary_positions_rotate_queries_and_keys_as_modernbert_does_up_to_the_pair_layout(
+    explicit_positions, compiling, monkeypatch
+):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
     theta, seq_length, head_size = 500.0, 7, TINY["hidden_size"] // TINY["num_attention_heads"]
     rope_parameters = {kind: {"rope_type": "default", "rope_theta": theta}
                        for kind in ("full_attention", "sliding_attention")}
@@ -66,14 +75,24 @@ def test_rotary_positions_rotate_queries_and_keys_as_modernbert_does(explicit_po
     else:
         position_ids = torch.arange(seq_length).expand(2, -1)
     query, key = torch.randn(2, 2, TINY["num_attention_heads"], seq_length, head_size).unbind(0)  # (B, nh, T, hs)
-    expected = modeling_modernbert.apply_rotary_pos_emb(query, key, *reference(query, position_ids, "full_attention"))
+    cos, sin = reference(query, position_ids, "full_attention")
+    expected = modeling_modernbert.apply_rotary_pos_emb(to_half_layout(query), to_half_layout(key), cos, sin)
 
     rotary = BudgetBertRotaryEmbedding(tiny_config(position_embedding_type="rope", rope_theta=theta))
-    cos, sin = rotary(seq_length, position_ids if explicit_positions else None, query.device, query.dtype)
+    cos_sin = rotary(seq_length, position_ids if explicit_positions else None, query.device)
     query_key = torch.stack((query, key), dim=2).transpose(1, 3)  # (B, T, 2, nh, hs), as the attention has them
-    rotated = apply_rotary(query_key, cos, sin).transpose(1, 3).unbind(2)
+    rotated = apply_rotary(query_key, *cos_sin).transpose(1, 3).unbind(2)
     for ours, theirs in zip(rotated, expected):
-        torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(to_half_layout(ours), theirs)
+
+
+def test_rotary_positions_keep_a_bfloat16_input_in_bfloat16():
+    rotary = BudgetBertRotaryEmbedding(tiny_config(position_embedding_type="rope"))
+    x = torch.randn(2, 5, 2, TINY["num_attention_heads"], 8)
+    cos_sin = rotary(5, None, x.device)
+    rotated = apply_rotary(x.bfloat16(), *cos_sin)
+    assert rotated.dtype == torch.bfloat16
+    torch.testing.assert_close(rotated.float(), apply_rotary(x, *cos_sin), atol=0.05, rtol=0.02)
 
 
 def test_rotary_positions_replace_the_table_and_see_only_relative_positions():
@@ -177,14 +196,15 @@ def test_scale_residual_init_scales_only_the_residual_output_projections(scale_r
 
 
 @pytest.mark.parametrize("options", [MODERN, MIXED], ids=["modern", "mixed"])
-def test_the_encoder_compiles_to_one_graph_with_every_option(options):
+def test_a_training_step_compiles_to_one_graph_with_every_option(options):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = BudgetBertModel(tiny_config(**options)).train()
+    model = BudgetBertForMaskedLM(tiny_config(**options)).train()
     input_ids, attention_mask = padded_input()
+    labels = torch.where(torch.rand(input_ids.shape) < 0.3, input_ids, -100)
+    labels[0, 0] = input_ids[0, 0]
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
-    torch.testing.assert_close(
-        compiled(input_ids, attention_mask=attention_mask).last_hidden_state,
-        model(input_ids, attention_mask=attention_mask).last_hidden_state,
-    )
+    loss = compiled(input_ids, attention_mask=attention_mask, labels=labels).loss
+    loss.backward()
+    torch.testing.assert_close(loss, model(input_ids, attention_mask=attention_mask, labels=labels).loss)
     torch._dynamo.reset()
