@@ -92,7 +92,10 @@ def test_budget_state_is_the_seconds_used_and_is_restored_on_train_begin():
     callback = BudgetCallback(BudgetClock(BUDGET, time_fn=time))
     drive_budget(callback, time, 30.0, max_steps=4)
     exported = callback.state()
-    assert exported == {"args": {}, "attributes": {"elapsed_seconds": 120.0, "budget_seconds": BUDGET}}
+    assert exported == {
+        "args": {},
+        "attributes": {"elapsed_seconds": 120.0, "budget_seconds": BUDGET, "reading_seconds": 120.0, "steps": 4},
+    }
 
     # A resumed Trainer loads the checkpoint's trainer_state.json before on_train_begin.
     resumed = BudgetCallback(BudgetClock(BUDGET, time_fn=ManualTime(77.0)))
@@ -107,11 +110,6 @@ def test_budget_without_saved_entry_adds_one_for_the_next_checkpoint():
     callback.on_train_begin(None, state, TrainerControl())
     assert state.stateful_callbacks["BudgetCallback"]["attributes"]["elapsed_seconds"] == 10.0
     assert callback.clock.elapsed == 10.0
-
-
-def test_budget_refuses_bad_early_exit():
-    with pytest.raises(ValueError, match="--early_exit_time_marker"):
-        BudgetCallback(BudgetClock(BUDGET), stop_after_seconds=0)
 
 
 def test_budget_clock_stops_counting_after_training():
@@ -182,11 +180,6 @@ def test_time_based_lr_refuses_a_scheduler_it_cannot_drive(tmp_path):
         callback.on_train_begin(args, TrainerState(), TrainerControl(), lr_scheduler=scheduler)
 
 
-def test_time_based_lr_refuses_a_bad_curve_at_construction():
-    with pytest.raises(ValueError, match="--curve"):
-        TimeBasedLRCallback(BudgetClock(BUDGET), curve="cosine")
-
-
 # --- validation schedule ------------------------------------------------------------------------------------------
 
 
@@ -230,20 +223,6 @@ def test_validation_once_more_when_training_stops():
     assert evaluated_steps(callback, clock, time, 37, 1.0, stop_at=37) == [37]
 
 
-@pytest.mark.parametrize(
-    "kwargs, flag",
-    [
-        ({"steps_per_shard": 0}, "steps_per_shard"),
-        ({"steps_per_shard": 1, "validation_epochs": 0}, "--validation_epochs "),
-        ({"steps_per_shard": 1, "validation_epochs_end": 1.5}, "--validation_epochs_end"),
-        ({"steps_per_shard": 1, "validation_begin_proportion": 1.5}, "--validation_begin_proportion"),
-    ],
-)
-def test_validation_schedule_refuses_bad_values(kwargs, flag):
-    with pytest.raises(ValueError, match=flag):
-        ValidationScheduleCallback(BudgetClock(BUDGET), **kwargs)
-
-
 # --- checkpoints ------------------------------------------------------------------------------------------------
 
 
@@ -258,11 +237,6 @@ def test_checkpoint_every_n_shards():
     assert saved == [6, 12, 18]
 
 
-def test_checkpoint_refuses_zero_shards():
-    with pytest.raises(ValueError, match="--num_epochs_between_checkpoints"):
-        ShardCheckpointCallback(steps_per_shard=3, num_epochs_between_checkpoints=0)
-
-
 # --- early stopping ---------------------------------------------------------------------------------------------
 
 
@@ -271,7 +245,7 @@ def test_checkpoint_refuses_zero_shards():
     [(10, 7.0, False), (30, 7.0, True), (45, 7.0, True), (45, 5.0, False), (1, float("nan"), True)],
 )
 def test_early_stop_on_eval_loss(minutes, eval_loss, stops):
-    callback = BudgetEarlyStoppingCallback(running_clock(minutes * 60, budget=3600.0), 30, 6.0)
+    callback = BudgetEarlyStoppingCallback(running_clock(minutes * 60, budget=3600.0), after_seconds=30 * 60, max_eval_loss=6.0)
     control = TrainerControl()
     callback.on_evaluate(None, TrainerState(), control, metrics={"eval_loss": eval_loss})
     assert control.should_training_stop is stops
@@ -364,12 +338,6 @@ def test_snapshot_markers_taken_before_a_resume_are_not_taken_again(args):
     callback.on_train_begin(args, state, TrainerControl())
     callback.on_step_end(args, state, TrainerControl(), model=FolderModel())
     assert events == ["marker-0.90"]
-
-
-@pytest.mark.parametrize("markers", [[0.0], [1.5], [0.5, 0.5]])
-def test_snapshot_refuses_bad_markers(markers):
-    with pytest.raises(ValueError, match="--finetune_time_markers"):
-        FinetuneSnapshotCallback(BudgetClock(BUDGET), markers=markers)
 
 
 # --- progress ---------------------------------------------------------------------------------------------------

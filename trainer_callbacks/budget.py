@@ -37,12 +37,10 @@ class BudgetCallback(RestoresOwnState, ExportableState):
             The run's clock, shared with every time-aware callback and the learning-rate schedule.
         stop_after_seconds (`float`, *optional*):
             Stop at the first step at or past this many seconds of budget when that is before the end of the budget
-            (the seed's `--early_exit_time_marker`, in seconds). By default training stops at the end of the budget.
+            (the seed's `--early_exit_time_marker`). By default training stops at the end of the budget.
     """
 
     def __init__(self, clock: BudgetClock, stop_after_seconds: float | None = None):
-        if stop_after_seconds is not None and not stop_after_seconds > 0:
-            raise ValueError(f"--early_exit_time_marker must be > 0 (got {stop_after_seconds} s).")
         self.clock = clock
         self.stop_seconds = clock.budget_seconds
         if stop_after_seconds is not None:
