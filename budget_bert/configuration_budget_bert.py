@@ -49,7 +49,8 @@ class BudgetBertConfig(PretrainedConfig):
             rotary positions nothing is learned per position; the tokenizer's length is still capped by it).
         position_embedding_type (`str`, defaults to `"absolute"`): `"absolute"` adds BERT's learned position
             table to the embeddings; `"rope"` has no position table and rotates each head's queries and keys by
-            their position (rotary embeddings, RoFormer), which needs an even head size.
+            their position (rotary embeddings, RoFormer; adjacent head dimensions form the rotated pairs), which
+            needs an even head size.
         rope_theta (`float`, defaults to 10000.0): base of the rotary frequencies; read only with
             `position_embedding_type="rope"`.
         type_vocab_size (`int`, defaults to 2): number of token types (segments).
@@ -61,6 +62,7 @@ class BudgetBertConfig(PretrainedConfig):
         encoder_ln_mode (`str`, defaults to `"pre-ln"`): `"pre-ln"` normalises the input of each attention and
             feed-forward block and the encoder output; `"post-ln"` normalises after each residual sum, exactly BERT.
         layer_norm_type (`str`, defaults to `"layernorm"`): `"layernorm"` or `"rmsnorm"`, for every norm layer.
+        layernorm_embedding (`bool`, defaults to `True`): normalise the summed embeddings (BERT does).
         linear_bias (`bool`, defaults to `True`): bias on every linear layer of the encoder (QKV, attention output,
             feed-forward), the MLM head's dense layer and the pooler; ModernBERT has none. The classifier of
             `BudgetBertForSequenceClassification` always has one.
@@ -73,7 +75,6 @@ class BudgetBertConfig(PretrainedConfig):
             the feed-forward block (the layers that write into the residual stream) with standard deviation
             `initializer_range / sqrt(2 * num_hidden_layers)` (GPT-2, Megatron, ModernBERT) instead of
             `initializer_range`.
-        layernorm_embedding (`bool`, defaults to `True`): normalise the summed embeddings (BERT does).
         sparse_mask_prediction (`bool`, defaults to `True`): when labels are given, run the MLM head only on the
             positions whose label is not -100.
         pad_vocab_size_multiple (`int`, defaults to 8): the embedding matrix gets `vocab_size` rounded up to a
