@@ -1,6 +1,33 @@
-"""The time-based learning-rate curve: a pure function of the fraction of the budget used."""
+"""The time-based learning-rate curves: pure functions of the fraction of the budget used."""
 
-CURVES = ("linear", "exp")
+import math
+
+
+CURVES = ("linear", "exp", "wsd")
+"""The curves of [`lr_factor`]."""
+COOLDOWN_SHAPES = ("linear", "1-sqrt", "cosine")
+"""The shapes of the `"wsd"` curve's cooldown, see [`cooldown_factor`]."""
+DEFAULT_COOLDOWN_PROPORTION = 0.2
+"""The `"wsd"` curve's cooldown share of the budget by default: in Hägele et al. (2024), a cooldown over about 20%
+of training matches a cosine schedule over the whole of it."""
+DEFAULT_COOLDOWN_SHAPE = "1-sqrt"
+"""The `"wsd"` curve's cooldown shape by default: in Hägele et al. (2024), it beats the linear cooldown consistently."""
+
+
+def cooldown_factor(x: float, shape: str = DEFAULT_COOLDOWN_SHAPE) -> float:
+    """
+    The multiplier of the peak rate `x` of the way through a cooldown (`x` in `[0, 1]`), from 1 at `x = 0` to 0 at
+    `x = 1`: `"linear"` `1 - x`, `"1-sqrt"` `1 - sqrt(x)` (falls fastest at the start, then slowly), `"cosine"`
+    `(1 + cos(pi x)) / 2`.
+    """
+    x = min(max(x, 0.0), 1.0)
+    if shape == "linear":
+        return 1.0 - x
+    if shape == "1-sqrt":
+        return 1.0 - math.sqrt(x)
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * x))
+    raise ValueError(f"--cooldown_shape {shape}: use one of {', '.join(COOLDOWN_SHAPES)}")
 
 
 def lr_factor(
@@ -10,17 +37,24 @@ def lr_factor(
     *,
     decay_rate: float = 0.99,
     decay_interval: float = 1.0,
+    cooldown_proportion: float = DEFAULT_COOLDOWN_PROPORTION,
+    cooldown_shape: str = DEFAULT_COOLDOWN_SHAPE,
 ) -> float:
     """
     Multiplier of the peak learning rate after `progress` of the budget, as in academic-budget-bert's time-based
     schedule (`--lr_schedule time`, `pretraining/schedules.py`), with time expressed as a fraction of the budget.
 
-    With `p = min(max(progress, 0), 1)` and `w = warmup_proportion`:
+    With `p = min(max(progress, 0), 1)`, `w = warmup_proportion` and, for `"wsd"`, `c = cooldown_proportion`:
 
     - `"linear"`: `p / w` while `p < w` (warmup from 0), then `(1 - p) / (1 - w)`: 1 at the end of the warmup, 0 at
       the end of the budget.
     - `"exp"`: `(p / w) ** 2` while `p < w`, then `decay_rate ** ((p - w) / decay_interval)`: the rate is multiplied
       by `decay_rate` every `decay_interval` of the budget.
+    - `"wsd"` (warmup-stable-decay): `p / w` while `p < w`, then 1 (the peak rate) until `1 - c`, then
+      `cooldown_factor((p - (1 - c)) / c, cooldown_shape)` down to 0 at the end of the budget. Any point `t` of the
+      constant phase is also the start of the cooldown of the shorter budget `t / (1 - c)`: a checkpoint taken
+      there and cooled down is the model of that budget (Hägele et al. 2024, "Scaling Laws and Compute-Optimal
+      Training Beyond Fixed Training Durations", https://arxiv.org/abs/2405.18392).
 
     Past the budget (`progress > 1`) the factor stays at its value for `progress == 1`. With `w == 0` there is no
     warmup.
@@ -35,32 +69,29 @@ def lr_factor(
     Args:
         progress (`float`): Fraction of the budget used (`BudgetClock.fraction`).
         warmup_proportion (`float`): Fraction of the budget spent warming up, in `[0, 1)`.
-        curve (`str`, *optional*, defaults to `"linear"`): `"linear"` or `"exp"`.
+        curve (`str`, *optional*, defaults to `"linear"`): One of `CURVES`.
         decay_rate (`float`, *optional*, defaults to 0.99): Exp curve only: multiplier per `decay_interval`, in
             `(0, 1]`.
         decay_interval (`float`, *optional*, defaults to 1.0): Exp curve only: fraction of the budget per
             `decay_rate` multiplication, > 0.
+        cooldown_proportion (`float`, *optional*, defaults to 0.2): Wsd curve only: fraction of the budget spent
+            cooling down, in `(0, 1 - warmup_proportion]`.
+        cooldown_shape (`str`, *optional*, defaults to `"1-sqrt"`): Wsd curve only: one of `COOLDOWN_SHAPES`.
 
     Returns:
         `float`: the factor, in `[0, 1]`.
     """
-    problems = []
-    if curve not in CURVES:
-        problems.append(f"--curve must be one of {', '.join(CURVES)} (got {curve!r})")
-    if not 0 <= warmup_proportion < 1:
-        problems.append(f"--warmup_proportion must be in [0, 1) (got {warmup_proportion})")
-    if curve == "exp":
-        if not 0 < decay_rate <= 1:
-            problems.append(f"--decay_rate must be in (0, 1] (got {decay_rate})")
-        if not decay_interval > 0:
-            problems.append(f"--decay_step must be > 0 (got a decay interval of {decay_interval} of the budget)")
-    if problems:
-        raise ValueError("Invalid time-based learning-rate schedule: " + "; ".join(problems))
-
     p = min(max(progress, 0.0), 1.0)
     w = warmup_proportion
+    if curve not in CURVES:
+        raise ValueError(f"--curve {curve}: use one of {', '.join(CURVES)}")
     if p < w:
-        return p / w if curve == "linear" else (p / w) ** 2
+        return (p / w) ** 2 if curve == "exp" else p / w
     if curve == "linear":
         return (1.0 - p) / (1.0 - w)
-    return decay_rate ** ((p - w) / decay_interval)
+    if curve == "exp":
+        return decay_rate ** ((p - w) / decay_interval)
+    cooldown_start = 1.0 - cooldown_proportion
+    if p <= cooldown_start:
+        return 1.0
+    return cooldown_factor((p - cooldown_start) / cooldown_proportion, cooldown_shape)

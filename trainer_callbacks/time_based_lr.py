@@ -8,7 +8,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import SchedulerType
 
 from trainer_callbacks.clock import BudgetClock
-from trainer_callbacks.lr_curves import lr_factor
+from trainer_callbacks.lr_curves import DEFAULT_COOLDOWN_PROPORTION, DEFAULT_COOLDOWN_SHAPE, lr_factor
 
 
 class TimeBasedLRCallback(TrainerCallback):
@@ -29,11 +29,15 @@ class TimeBasedLRCallback(TrainerCallback):
     Args:
         clock (`BudgetClock`): The run's clock, ticked by [`~trainer_callbacks.BudgetCallback`].
         warmup_proportion (`float`, *optional*, defaults to 0.06): Fraction of the budget spent warming up.
-        curve (`str`, *optional*, defaults to `"linear"`): `"linear"` or `"exp"`, see
+        curve (`str`, *optional*, defaults to `"linear"`): `"linear"`, `"exp"` or `"wsd"`, see
             [`~trainer_callbacks.lr_curves.lr_factor`].
         decay_rate (`float`, *optional*, defaults to 0.99): Exp curve: multiplier per `decay_interval`.
         decay_interval (`float`, *optional*, defaults to 1.0): Exp curve: fraction of the budget per `decay_rate`
             multiplication (the seed's `--decay_step` hours divided by `--total_training_time`).
+        cooldown_proportion (`float`, *optional*, defaults to 0.2): Wsd curve: fraction of the budget, at its end,
+            over which the rate cools down from its peak to 0.
+        cooldown_shape (`str`, *optional*, defaults to `"1-sqrt"`): Wsd curve: `"linear"`, `"1-sqrt"` or
+            `"cosine"`, see [`~trainer_callbacks.lr_curves.cooldown_factor`].
     """
 
     def __init__(
@@ -43,13 +47,16 @@ class TimeBasedLRCallback(TrainerCallback):
         curve: str = "linear",
         decay_rate: float = 0.99,
         decay_interval: float = 1.0,
+        cooldown_proportion: float = DEFAULT_COOLDOWN_PROPORTION,
+        cooldown_shape: str = DEFAULT_COOLDOWN_SHAPE,
     ):
         self.clock = clock
         self.warmup_proportion = warmup_proportion
         self.curve = curve
         self.decay_rate = decay_rate
         self.decay_interval = decay_interval
-        self.factor()  # refuses a bad schedule now rather than at the first step
+        self.cooldown_proportion = cooldown_proportion
+        self.cooldown_shape = cooldown_shape
         self._scheduler_to_refresh: LambdaLR | None = None
 
     def factor(self) -> float:
@@ -60,6 +67,8 @@ class TimeBasedLRCallback(TrainerCallback):
             self.curve,
             decay_rate=self.decay_rate,
             decay_interval=self.decay_interval,
+            cooldown_proportion=self.cooldown_proportion,
+            cooldown_shape=self.cooldown_shape,
         )
 
     def on_train_begin(
