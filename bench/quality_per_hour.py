@@ -138,7 +138,8 @@ class QualityPerHourArguments:
         metadata={"help": "Search the peers' LR grids on the first seed only; the other seeds run the best LR."},
     )
     budget_bert_args: str = field(
-        default="", metadata={"help": "Extra run_mlm.py flags for budget-bert, one string (e.g. \"--lr 1e-3\")."}
+        default="",
+        metadata={"help": "Extra run_mlm.py flags for budget-bert, as one word: --budget_bert_args=\"--lr 1e-3\"."}
     )
     hidden_size: int = field(default=256, metadata={"help": "Width of every model."})
     num_hidden_layers: int = field(default=4, metadata={"help": "Layers of every model."})
@@ -286,8 +287,8 @@ class QualityPerHourArguments:
                 argv.append(f"--{spec.name}")
             elif isinstance(value, list):
                 argv += [f"--{spec.name}", *(f"{item:g}" if isinstance(item, float) else str(item) for item in value)]
-            else:
-                argv += [f"--{spec.name}", str(value)]
+            else:  # one word, so that a value like "--lr 1e-3" is not read as flags
+                argv.append(f"--{spec.name}={value}")
         return f"python {SCRIPT} {shlex.join(argv)}"
 
 
@@ -546,6 +547,11 @@ def ensure_finetuning(args: QualityPerHourArguments, results: ResultsFile, run: 
         return found
     demo_args = DemoArguments(max_seq_length=run["cell"]["max_seq_length"], seed=run["seed"], **settings)
     model_dir = Path(run["result"]["model_dir"])
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"--finetune: the final model of a recorded run is gone ({model_dir}); finetune in the --work_dir that "
+            f"trained it, or delete that run's line from {args.results_path} to train it again"
+        )
     output_dir = model_dir.with_name(f"{model_dir.name}-reviews")
     command = finetuning_command(demo_args, model_dir, reviews_dir, output_dir)
     run_script("run_glue.py", command)
@@ -788,7 +794,10 @@ def main(argv: list[str] | None = None) -> str:
             os.environ.setdefault(name, value)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, command: {' '.join(sys.argv)}",
               flush=True)
-        results = run_benchmark(args)
+        try:
+            results = run_benchmark(args)
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:  # expected: the message says the fix
+            sys.exit(f"{SCRIPT}: error: {err}")
     else:
         results = ResultsFile(args.results_path)
     table = render(args, results)

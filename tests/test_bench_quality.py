@@ -132,6 +132,20 @@ def test_the_table_says_which_targets_are_met(bench):
     assert f"| defaults | {modern:.3f} (met) | {bert:.3f} (missed) | 1.000 (met) |" in table  # 1.22 >= 1.11, 1.35 < 1.5
 
 
+def test_a_row_command_parses_back_to_the_same_settings(bench):
+    quality, _ = bench
+    args = quality.QualityPerHourArguments(budget_bert_args="--lr 1e-3 --warmup_proportion 0.1", seeds=[4, 5],
+                                           lr_grid_seed_only=True, bert_learning_rates=[3e-4], work_dir="w")
+    command = args.command("web-bible", "bert-base-uncased", 10.0, "budget-bert")
+    (parsed,) = quality.HfArgumentParser(quality.QualityPerHourArguments).parse_args_into_dataclasses(
+        args=shlex.split(command)[2:])
+    assert (parsed.corpora, parsed.vocabularies, parsed.budget_minutes, parsed.models) == (
+        ["web-bible"], ["bert-base-uncased"], [10.0], ["budget-bert"])
+    assert parsed.model_settings("budget-bert") == args.model_settings("budget-bert")
+    assert (parsed.seeds, parsed.lr_grid_seed_only, parsed.work_dir) == ([4, 5], True, "w")
+    assert "--bert_learning_rates" not in command  # not a setting of budget-bert's row
+
+
 def test_a_missing_data_package_is_one_error_naming_the_pip_command(bench, monkeypatch):
     quality, _ = bench
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
