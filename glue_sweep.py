@@ -11,9 +11,12 @@ best configuration).
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
+from budget_bert.cli import run_cli
 from budget_bert.glue.sweep import main
 
+
 if __name__ == "__main__":
-    sys.exit(main(run_glue_script=Path(__file__).resolve().with_name("run_glue.py")))
+    sys.exit(run_cli("glue_sweep.py", partial(main, run_glue_script=Path(__file__).resolve().with_name("run_glue.py"))))

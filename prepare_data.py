@@ -6,28 +6,26 @@
 See `python prepare_data.py --help` and `budget_bert.data.prepare.prepare_dataset`.
 """
 
-import logging
-import sys
-
 from transformers import HfArgumentParser
 
+from budget_bert.cli import UsageError, json_file_argv, run_cli, setup_logging
 from budget_bert.data.data_arguments import PrepareDataArguments
 from budget_bert.data.prepare import prepare_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command line (or a single JSON file) and prepare the data."""
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    """Parse the command line (or a single JSON file) and prepare the data; a bad flag or input is a `UsageError`."""
+    setup_logging()
     parser = HfArgumentParser(PrepareDataArguments)
+    parser.prog = "prepare_data.py"
     try:
-        if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-            (args,) = parser.parse_json_file(sys.argv[1])
-        else:
-            (args,) = parser.parse_args_into_dataclasses(args=argv)
+        (args,) = parser.parse_args_into_dataclasses(args=json_file_argv(argv), look_for_args_file=False)
         prepare_dataset(args)
-    except ValueError as err:
-        raise SystemExit(f"prepare_data.py: error: {err}") from None
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 if __name__ == "__main__":
-    main()
+    run_cli("prepare_data.py", main)

@@ -13,11 +13,13 @@ snapshots. The academic-budget-bert README's command runs as written (legacy `--
 Without Hub access, give the task's data as files: `--train_file`, `--validation_file` (MNLI also
 `--validation_mismatched_file`), `--test_file`. Metrics are computed offline (`budget_bert.glue.metrics`); the
 results go to the logs and to `<output_dir>/all_results.json`. `--early_stopping_patience N` stops on the
-task's headline validation metric. `python run_glue.py -h` lists every flag; a single `.json` argument file works too.
+task's headline validation metric. `python run_glue.py -h` lists every flag; a single `.json` argument file works
+too. A flag or file that does not fit is a one-line error (exit code 2).
 """
 
 from transformers import Trainer, set_seed
 
+from budget_bert.cli import UsageError, run_cli, setup_logging
 from budget_bert.glue.glue_arguments import parse_args
 from budget_bert.glue.glue_data import (
     check_columns,
@@ -37,7 +39,6 @@ from budget_bert.glue.runtime import (
     find_resume_checkpoint,
     pick_splits,
     save_results,
-    setup_logging,
     train,
     write_predictions,
 )
@@ -47,17 +48,20 @@ from budget_bert.glue.tasks import get_task
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the finetuning described by `argv` (default: the command line); return the metrics it saved."""
     model_args, data_args, finetune_args, training_args = parse_args(argv)
-    setup_logging(training_args)
-    resume_from = find_resume_checkpoint(training_args, finetune_args.overwrite_output_dir)
+    setup_logging(training_args.get_process_log_level())
     set_seed(training_args.seed)
-
     task = get_task(data_args.task_name) if data_args.task_name else None
-    raw = load_raw_datasets(data_args, task, model_args.cache_dir)
-    columns = text_columns(raw, task)
-    check_columns(raw, columns, data_args, task)
-    labels = infer_labels(raw, task)
-    tokenizer = load_finetuning_tokenizer(model_args)
-    model = load_model(model_args, labels)
+    try:
+        # Data, labels, tokenizer and model that do not fit the flags: one line naming the flag, before training.
+        resume_from = find_resume_checkpoint(training_args, finetune_args.overwrite_output_dir)
+        raw = load_raw_datasets(data_args, task, model_args.cache_dir)
+        columns = text_columns(raw, task)
+        check_columns(raw, columns, data_args, task)
+        labels = infer_labels(raw, task)
+        tokenizer = load_finetuning_tokenizer(model_args)
+        model = load_model(model_args, labels)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     with training_args.main_process_first(desc="tokenizing"):
         data = tokenize(raw, tokenizer, columns, labels, data_args)
 
@@ -90,4 +94,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli("run_glue.py", main)

@@ -1,8 +1,10 @@
-"""A tiny pretraining setup for the tests that run `run_mlm.py`, built once per test session.
+"""A tiny pretraining setup for the tests that run `run_mlm.py`, built once per test session: the demo's tiny preset.
 
-Real English text (the docstrings of ten standard-library modules, about 11k words), a 2,000-token WordPiece
-tokenizer trained on it, and that text prepared by `prepare_data.py`'s code into 4 shards of 64-token examples
-(about 280 training and a few validation examples). Building it takes a few seconds.
+Real English text (the docstrings of the ten standard-library modules of `python -m budget_bert.demo --tiny`, about
+11k words), a 2,000-token WordPiece tokenizer trained on it, and that text prepared by `prepare_data.py`'s code into
+4 shards of 64-token examples (about 280 training and a few validation examples), for the demo's tiny model
+(`TINY_MODEL_FLAGS`). Building it takes a few seconds. `fake_clock` gives `run_mlm.main` a budget clock whose time
+moves only as the run reads it, so a test that counts steps counts the same ones on any machine.
 
     from pretraining_fixtures import TINY_MODEL_FLAGS, prepared_data  # noqa: F401 - fixture
 
@@ -15,6 +17,7 @@ Subprocesses inherit the offline and thread settings of `tests/conftest.py` thro
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import time
@@ -27,19 +30,20 @@ from budget_bert.data.corpora import write_stdlib_corpus
 from budget_bert.data.data_arguments import PrepareDataArguments
 from budget_bert.data.prepare import prepare_dataset
 from budget_bert.data.tokenization import train_wordpiece_tokenizer
+from budget_bert.demo.pipeline import TINY_MODULES, TINY_PRESET
+from trainer_callbacks import BudgetClock, ManualTime
 
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 300  # generous: the machine running the tests may be busy
 
-# A BudgetBert small enough to take several optimizer steps a second on one CPU core.
+# The demo's tiny BudgetBert: several optimizer steps a second on one CPU core.
 TINY_MODEL_FLAGS = (
-    "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "128",
-    "--max_position_embeddings", "128",
+    "--hidden_size", str(TINY_PRESET["hidden_size"]), "--num_hidden_layers", str(TINY_PRESET["num_layers"]),
+    "--num_attention_heads", str(TINY_PRESET["num_attention_heads"]),
+    "--intermediate_size", str(TINY_PRESET["intermediate_size"]),
+    "--max_position_embeddings", str(TINY_PRESET["max_seq_length"]),
 )
-
-_MODULES = ["argparse", "collections", "csv", "datetime", "functools", "itertools", "json", "pathlib", "re", "typing"]
-_VOCAB_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,12 @@ class PreparedData:
     num_shards: int
 
 
-def build_prepared_data(root: Path, max_seq_length: int = 64, num_shards: int = 4) -> PreparedData:
+def build_prepared_data(
+    root: Path, max_seq_length: int = TINY_PRESET["max_seq_length"], num_shards: int = TINY_PRESET["num_shards"]
+) -> PreparedData:
     """Write the corpus, tokenizer and prepared data under `root` (what the `prepared_data` fixture holds)."""
-    corpus = write_stdlib_corpus(root / "corpus", modules=_MODULES)
-    tokenizer = train_wordpiece_tokenizer([corpus.path], _VOCAB_SIZE, root / "tokenizer")
+    corpus = write_stdlib_corpus(root / "corpus", modules=TINY_MODULES)
+    tokenizer = train_wordpiece_tokenizer([corpus.path], TINY_PRESET["vocab_size"], root / "tokenizer")
     dataset = root / "prepared"
     prepare_dataset(
         PrepareDataArguments(
@@ -90,6 +96,32 @@ def prepared_data(tmp_path_factory) -> PreparedData:
     if "data" not in _built:
         _built["data"] = build_prepared_data(tmp_path_factory.mktemp("pretraining_data"))
     return _built["data"]
+
+
+class SteppingTime(ManualTime):
+    """A time source that moves `seconds` forward each time it is read: the budget clock reads it once per step."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self) -> float:
+        self.advance(self.seconds)
+        return self.now
+
+
+def fake_clock(argv: list[str], seconds_per_read: float = 1.0) -> BudgetClock:
+    """A budget clock for `run_mlm.main(argv, clock=...)`: `--total_training_time` of `argv`, on a `SteppingTime`."""
+    budget_seconds = float(argv[argv.index("--total_training_time") + 1]) * 3600.0
+    return BudgetClock(budget_seconds, time_fn=SteppingTime(seconds_per_read))
+
+
+def import_run_mlm():
+    """run_mlm.py, a script at the repository root, as a module (to call its `main` in this process)."""
+    spec = importlib.util.spec_from_file_location("run_mlm", REPO / "run_mlm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -3,6 +3,8 @@
 import io
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -245,7 +247,8 @@ def test_checkpoint_every_n_shards():
     [(10, 7.0, False), (30, 7.0, True), (45, 7.0, True), (45, 5.0, False), (1, float("nan"), True)],
 )
 def test_early_stop_on_eval_loss(minutes, eval_loss, stops):
-    callback = BudgetEarlyStoppingCallback(running_clock(minutes * 60, budget=3600.0), after_seconds=30 * 60, max_eval_loss=6.0)
+    clock = running_clock(minutes * 60, budget=3600.0)
+    callback = BudgetEarlyStoppingCallback(clock, after_seconds=30 * 60, max_eval_loss=6.0)
     control = TrainerControl()
     callback.on_evaluate(None, TrainerState(), control, metrics={"eval_loss": eval_loss})
     assert control.should_training_stop is stops
@@ -370,3 +373,11 @@ def test_progress_adds_budget_keys_to_logs_and_history(tmp_path):
     callback.on_log(args, state, TrainerControl(), logs=eval_logs)
     assert set(eval_logs) == {"eval_loss", "budget_elapsed_hours", "budget_fraction"}
     callback.on_train_end(args, state, TrainerControl())
+
+
+def test_trainer_callbacks_stands_alone():
+    # A library for any Trainer user: importing it must not import (and register) budget_bert.
+    code = "import sys, trainer_callbacks, trainer_callbacks.checkpoints, trainer_callbacks.snapshots; " \
+           "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'budget_bert'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"

@@ -290,7 +290,7 @@ def test_eval_loss_too_high_after_early_stop_time_stops(tmp_path):
     time = ManualTime()
     clock = BudgetClock(BUDGET, time_fn=time)
     validation = ValidationScheduleCallback(clock, steps_per_shard=2, validation_epochs=1)
-    stopping = BudgetEarlyStoppingCallback(clock, early_stop_time=0.5, early_stop_eval_loss=0.1)
+    stopping = BudgetEarlyStoppingCallback(clock, after_seconds=30.0, max_eval_loss=0.1)
     trainer = make_trainer(
         tmp_path, budget_run_callbacks(time, clock) + [validation, stopping], eval_dataset=RandomMLMData(4, 1)
     )

@@ -1,11 +1,14 @@
 """run_mlm.py on a shared cluster: preempted (SIGTERM), killed (SIGKILL, also mid-save), two processes, a full disk.
 
-The run killed with SIGTERM is a real `python run_mlm.py` process, resumed with the command it prints. The other runs
-call `run_mlm.main` in processes forked from a fork server that has imported the libraries once, which saves the
-import time of every start (a dozen starts here) and lets a test plant a fault in the child (a slow or failing save).
+The run killed with SIGTERM is a real `python run_mlm.py` process on the real clock, resumed with the command it
+prints. The other runs call `run_mlm.main` in processes forked from a fork server that has imported the libraries
+once, which saves the import time of every start (a dozen starts here) and lets a test plant a fault in the child (a
+slow or failing save). The runs that count steps (killed and resumed, two processes) run on a fake clock that moves
+one second per step, so they take the same steps however busy the machine is.
 """
 
 import errno
+import functools
 import json
 import multiprocessing
 import os
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from budget_bert.cli import run_cli
 from budget_bert.data.loading import load_prepared_dataset, steps_per_shard
 from budget_bert.pretraining.resume import EXIT_PREEMPTED
 from trainer_callbacks.checkpoints import checkpoint_folders, complete_checkpoints, incompleteness
@@ -29,6 +33,7 @@ from pretraining_fixtures import (  # noqa: F401 - fixture
     REPO,
     TINY_MODEL_FLAGS,
     WAIT_SECONDS,
+    fake_clock,
     free_port,
     prepared_data,
     wait_until,
@@ -146,8 +151,13 @@ def fork_server():
     return context
 
 
-def _run_mlm_child(argv: list[str], log_path: str, env: dict[str, str], save_fault: str | None) -> None:
-    """Run `run_mlm.main(argv)` with its output in `log_path`; `save_fault` "stall" or "disk_full" breaks a save."""
+def _run_mlm_child(
+    argv: list[str], log_path: str, env: dict[str, str], save_fault: str | None, on_fake_clock: bool
+) -> None:
+    """
+    Run `run_mlm.main(argv)` with its output in `log_path` (on the fake clock if `on_fake_clock`); `save_fault`
+    "stall" or "disk_full" breaks a save.
+    """
     os.environ.update(env)
     torch.set_num_threads(1)
     log = open(log_path, "a", buffering=1)
@@ -159,7 +169,7 @@ def _run_mlm_child(argv: list[str], log_path: str, env: dict[str, str], save_fau
     sys.path.insert(0, str(REPO))
     import run_mlm
 
-    run_mlm.main(argv)
+    run_cli("run_mlm.py", functools.partial(run_mlm.main, clock=fake_clock(argv) if on_fake_clock else None), argv)
 
 
 def _plant_save_fault(fault: str) -> None:
@@ -179,10 +189,10 @@ def _plant_save_fault(fault: str) -> None:
     torch.save = save
 
 
-def start_run(fork_server, argv, log: Path, env=None, save_fault=None):
+def start_run(fork_server, argv, log: Path, env=None, save_fault=None, on_fake_clock=False):
     """Start `run_mlm.main(argv)` in a process forked from `fork_server`, its output in `log`."""
     env = {**ONE_THREAD, **(env or {})}
-    process = fork_server.Process(target=_run_mlm_child, args=(argv, str(log), env, save_fault))
+    process = fork_server.Process(target=_run_mlm_child, args=(argv, str(log), env, save_fault, on_fake_clock))
     process.start()
     return process
 
@@ -205,7 +215,7 @@ def half_written_checkpoint(output_dir: Path) -> Path | None:
 
 
 def test_sigkill_anywhere_resumes_from_a_complete_checkpoint_and_keeps_the_budget(prepared_data, tmp_path, fork_server):
-    budget = 6.0
+    budget = 40.0  # fake seconds: about 40 steps
     output_dir = tmp_path / "out"
     argv = run_mlm_flags(prepared_data, output_dir, budget)
     rng = random.Random(7)
@@ -219,7 +229,9 @@ def test_sigkill_anywhere_resumes_from_a_complete_checkpoint_and_keeps_the_budge
         # A folder half written by an earlier kill, after the newest complete checkpoint, must be skipped.
         skipped = [path for step, path in checkpoint_folders(output_dir) if step > newest_step]
         log = tmp_path / f"attempt-{attempt}.log"
-        process = start_run(fork_server, argv, log, save_fault="stall" if kind == "mid_save" else None)
+        process = start_run(
+            fork_server, argv, log, save_fault="stall" if kind == "mid_save" else None, on_fake_clock=True
+        )
         if kind == "mid_save":
             folder = wait_until(lambda: half_written_checkpoint(output_dir), process, "a checkpoint being saved")
         else:
@@ -236,13 +248,13 @@ def test_sigkill_anywhere_resumes_from_a_complete_checkpoint_and_keeps_the_budge
             assert f"Skipping {path}: it is not a complete checkpoint" in text
 
     log = tmp_path / "last.log"
-    assert finish(start_run(fork_server, argv, log)) == 0, log.read_text()[-3000:]
+    assert finish(start_run(fork_server, argv, log, on_fake_clock=True)) == 0, log.read_text()[-3000:]
     assert_one_continuous_budget(output_dir, budget)
     assert all(incompleteness(path) is None for _, path in checkpoint_folders(output_dir))
 
 
 def test_two_processes_stop_at_the_same_step_on_a_signal_to_one_and_on_the_budget(prepared_data, tmp_path, fork_server):
-    budget = 6.0
+    budget = 30.0  # fake seconds: about 30 steps
     output_dir = tmp_path / "out"
     argv = run_mlm_flags(prepared_data, output_dir, budget, "--log_level_replica", "info")
 
@@ -251,7 +263,10 @@ def test_two_processes_stop_at_the_same_step_on_a_signal_to_one_and_on_the_budge
         logs = [tmp_path / f"{name}-rank{rank}.log" for rank in range(2)]
         env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         processes = [
-            start_run(fork_server, argv, logs[rank], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
+            start_run(
+                fork_server, argv, logs[rank], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                on_fake_clock=True,
+            )
             for rank in range(2)
         ]
         return processes, logs
@@ -288,8 +303,8 @@ def test_a_failed_save_is_one_clear_error_and_keeps_the_last_checkpoint(prepared
     first, second = [step for step, _ in checkpoint_folders(output_dir)]
     assert [step for step, _ in complete_checkpoints(output_dir)] == [first]
     assert (
-        f"run_mlm.py: saving checkpoint-{second} in {output_dir} failed (OSError: [Errno 28] No space left on device"
-        in log.read_text()
+        f"run_mlm.py: error: saving checkpoint-{second} in {output_dir} failed (OSError: [Errno 28] No space left on "
+        "device" in log.read_text()
     )
     assert f"the last complete checkpoint, {output_dir / f'checkpoint-{first}'}, is intact" in log.read_text()
 
@@ -299,6 +314,6 @@ def test_an_unwritable_output_dir_is_refused_before_training(prepared_data, tmp_
     blocker.write_text("")
     log = tmp_path / "run.log"
     process = start_run(fork_server, run_mlm_flags(prepared_data, blocker / "out", 600.0), log)
-    assert finish(process) == 1
-    assert f"run_mlm.py: --output_dir {blocker / 'out'} is not writable" in log.read_text()
+    assert finish(process) == 2
+    assert f"run_mlm.py: error: --output_dir {blocker / 'out'} is not writable" in log.read_text()
     assert logged_steps(log) == 0

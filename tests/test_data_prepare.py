@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import runpy
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import huggingface_hub
 import pytest
 from transformers import AutoTokenizer
 
+from budget_bert.cli import run_cli
 from budget_bert.data.data_arguments import PrepareDataArguments, TextDataArguments
 from budget_bert.data.loading import load_prepared_dataset
 from budget_bert.data.metadata import METADATA_NAME
@@ -218,22 +220,34 @@ def _run_cli(corpus, tmp_path, **flags):
     for flag, value in values.items():
         if value is not None:
             argv += [f"--{flag}"] if value is True else [f"--{flag}", value]
-    runpy.run_path(str(REPO / "prepare_data.py"), run_name="prepare_data")["main"](argv)
+    run_cli("prepare_data.py", runpy.run_path(str(REPO / "prepare_data.py"), run_name="prepare_data")["main"], argv)
 
 
-def test_cli_prepares_data_and_protects_the_output_dir(corpus, tmp_path):
+def usage_error_line(raised, capsys) -> str:
+    """The one line a usage error printed (exit code 2)."""
+    assert raised.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prepare_data.py: error: ")]
+    return line
+
+
+def test_cli_prepares_data_and_protects_the_output_dir(corpus, tmp_path, capsys):
     _run_cli(corpus, tmp_path, train_file=str(corpus["text"] / "*.txt"))
     assert load_prepared_dataset(tmp_path / "out")[2].num_shards == 2
+    capsys.readouterr()
 
-    with pytest.raises(SystemExit, match=r"^prepare_data.py: error: --output_dir .* --overwrite_output_dir"):
+    with pytest.raises(SystemExit) as raised:
         _run_cli(corpus, tmp_path)
+    line = usage_error_line(raised, capsys)
+    assert re.match(r"^prepare_data.py: error: --output_dir .* --overwrite_output_dir", line)
     _run_cli(corpus, tmp_path, num_shards="3", overwrite_output_dir=True)
     assert load_prepared_dataset(tmp_path / "out")[2].num_shards == 3
+    capsys.readouterr()
 
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match="holds something other than complete prepared data"):
+    with pytest.raises(SystemExit) as raised:
         _run_cli(corpus, tmp_path, output_dir=str(tmp_path / "other"), overwrite_output_dir=True)
+    assert "holds something other than complete prepared data" in usage_error_line(raised, capsys)
     assert (tmp_path / "other" / "notes.txt").exists()
 
 
@@ -246,20 +260,19 @@ def test_cli_prepares_data_and_protects_the_output_dir(corpus, tmp_path):
         ({"tokenizer_name": "/nonexistent/tokenizer"}, "--tokenizer_name /nonexistent/tokenizer: cannot be loaded"),
     ],
 )
-def test_cli_bad_inputs_give_one_line_errors_naming_the_flag(corpus, tmp_path, flags, message):
+def test_cli_bad_inputs_give_one_line_errors_naming_the_flag(corpus, tmp_path, flags, message, capsys):
     with pytest.raises(SystemExit) as raised:
         _run_cli(corpus, tmp_path, **flags)
-    text = str(raised.value.code)
-    assert message in text and "\n" not in text
+    assert message in usage_error_line(raised, capsys)
 
 
-def test_cli_hub_dataset_offline_fails_with_a_clear_error(corpus, tmp_path, monkeypatch):
+def test_cli_hub_dataset_offline_fails_with_a_clear_error(corpus, tmp_path, monkeypatch, capsys):
     # What HF_HUB_OFFLINE=1 sets when the libraries are imported (tests/conftest.py sets it for the whole run).
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(SystemExit) as raised:
         _run_cli(corpus, tmp_path, train_file=None, dataset_name="wikitext", dataset_config_name="wikitext-103-raw-v1")
-    text = str(raised.value.code)
+    text = usage_error_line(raised, capsys)
     assert text.startswith("prepare_data.py: error: --dataset_name wikitext: cannot be loaded")
     assert "--train_file" in text and "\n" not in text
     assert not (tmp_path / "out").exists()

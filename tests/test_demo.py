@@ -21,6 +21,7 @@ from budget_bert.demo.pipeline import (
 from budget_bert.glue.glue_arguments import parse_args as parse_glue_args
 from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
 from budget_bert.report.run_report import PLOTS
+from pretraining_fixtures import prepared_data  # noqa: F401 - fixture
 
 
 # --- flags ---
@@ -48,17 +49,16 @@ def test_bad_flags_are_refused_with_the_flag(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_pretraining_command_is_run_mlm_flags_with_the_demo_budget(tmp_path):
+def test_pretraining_command_is_run_mlm_flags_with_the_demo_budget(prepared_data, tmp_path):
     args = DemoArguments(budget_minutes=3.0, hidden_size=128, num_layers=3, num_attention_heads=2)
-    model_args, data_args, budget_args, training_args = parse_pretraining_args(
-        pretraining_command(args, tmp_path / "data", tmp_path / "out")
-    )
-    assert budget_args.total_seconds == pytest.approx(180.0)
+    parsed = parse_pretraining_args(pretraining_command(args, prepared_data.dataset, tmp_path / "out"))
+    model_args, data_args, budget_args, training_args = parsed.model, parsed.data, parsed.budget, parsed.training
+    assert budget_args.budget_seconds == pytest.approx(180.0)
     assert budget_args.lr_schedule == "time" and budget_args.markers == [0.5, 0.9]
     assert budget_args.do_validation and training_args.do_eval
     assert (model_args.hidden_size, model_args.num_hidden_layers, model_args.intermediate_size) == (128, 3, 512)
     assert training_args.learning_rate == args.learning_rate
-    assert data_args.dataset_path == str(tmp_path / "data")
+    assert data_args.dataset_path == str(prepared_data.dataset)
 
 
 def test_finetuning_command_is_run_glue_flags(tmp_path):

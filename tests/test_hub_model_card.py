@@ -19,7 +19,7 @@ def bert_snapshot(tmp_path_factory):
 
 
 def full_info(marker=0.5, **overrides):
-    snapshot = SnapshotInfo("marker-0.50", marker, global_step=1234, elapsed_seconds=43210.4, budget_seconds=24 * 3600.0)
+    snapshot = SnapshotInfo("marker-0.50", marker, global_step=1234, elapsed_seconds=43210.4, budget_seconds=86400.0)
     values = dict(
         snapshot=snapshot, tokens_seen=9876543, eval_loss=2.34567, hardware="2 x Test GPU; 2 processes",
         command_line=["deepspeed", "run_mlm.py", "--hub_token", SECRET, f"--hub_token={SECRET}", "--push_to_hub"],

@@ -49,8 +49,3 @@ def test_no_warmup():
 def test_unknown_curve_names_the_flag():
     with pytest.raises(ValueError, match="--curve"):
         lr_factor(0.5, 0.1, "cosine")
-
-
-def test_collects_every_problem():
-    with pytest.raises(ValueError, match="--warmup_proportion.*--decay_rate.*--decay_step"):
-        lr_factor(0.5, 1.0, "exp", decay_rate=0.0, decay_interval=0.0)

@@ -20,11 +20,12 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification
+from budget_bert.cli import UsageError
 from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
 from trainer_callbacks.lr_curves import lr_factor
 from trainer_callbacks.snapshots import SnapshotInfo, load_snapshots
-from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, free_port, prepared_data  # noqa: F401 - fixture
-from test_arguments import SEED_COMMAND
+from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, free_port, import_run_mlm, prepared_data  # noqa: F401
+from test_arguments import FP16, SEED_COMMAND
 
 
 def seed_value(flag: str) -> str:
@@ -39,14 +40,6 @@ LEARNING_RATE = float(seed_value("lr"))
 WARMUP = float(seed_value("warmup_proportion"))
 JOB_NAME = seed_value("job_name")
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
-
-
-def import_run_mlm():
-    """run_mlm.py, a script at the repository root, as a module (to call its `main` in this process)."""
-    spec = importlib.util.spec_from_file_location("run_mlm", REPO / "run_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(args, env=None) -> subprocess.CompletedProcess:
@@ -92,7 +85,8 @@ def seed_command(prepared, output_dir, **values) -> list[str]:
         "train_batch_size": 16, "train_micro_batch_size_per_gpu": 8, "print_steps": 1,
         "total_training_time": BUDGET_HOURS, "early_exit_time_marker": EARLY_EXIT_HOURS, **values,
     }
-    argv = list(SEED_COMMAND)
+    # Where DeepSpeed cannot run fp16 on this CPU (parsing refuses it), the seed's command runs in bf16.
+    argv = [token if FP16 or token != "--fp16" else "--bf16" for token in SEED_COMMAND]
     for flag, value in values.items():
         argv[argv.index(f"--{flag}") + 1] = str(value)
     # The seed's bare --deepspeed builds the DeepSpeed config from the flags, here for ZeRO-2.
@@ -139,9 +133,10 @@ def test_early_exit_stops_within_one_step_and_saves_a_checkpoint(first_run):
 def test_the_seed_command_trains_with_deepspeed_fp16_and_zero2(first_run, prepared_data):
     snapshot = first_run["output_dir"] / "finetune_snapshots" / "marker-0.25"  # written by the first run
     arguments = read_json(snapshot / "run_arguments.json")["TrainingArguments"]
-    assert arguments["fp16"] and arguments["deepspeed"]["zero_optimization"]["stage"] == 2
+    precision, dtype = ("fp16", "float16") if FP16 else ("bf16", "bfloat16")
+    assert arguments[precision] and arguments["deepspeed"]["zero_optimization"]["stage"] == 2
     assert arguments["gradient_accumulation_steps"] == 2  # --train_batch_size 16 / (8 per process x 1 process)
-    assert read_json(snapshot / "config.json")["dtype"] == "float16"  # DeepSpeed's fp16 trains a half model
+    assert read_json(snapshot / "config.json")["dtype"] == dtype  # DeepSpeed's half precision trains a half model
     # The loss starts where a random model's does, ln(vocabulary): the loss scale is undone.
     first_loss = next(entry["loss"] for entry in first_run["state"]["log_history"] if "loss" in entry)
     assert abs(first_loss - math.log(prepared_data.vocab_size)) < 1.0
@@ -304,29 +299,36 @@ def test_bad_flags_are_refused_in_one_line_each_before_anything_starts(prepared_
         "--deepspeed", broken,
     ]
     result = subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    problems = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("- ")]
+    problems = [line for line in result.stderr.splitlines() if line.startswith("run_mlm.py: error: ")]
     for flag in ("--early_exit_time_marker", "--finetune_time_markers", "--curve", "--train_batch_size", "--deepspeed"):
-        assert sum(line.startswith(f"- {flag}") for line in problems) == 1, (flag, result.stderr)
+        assert sum(line.startswith(f"run_mlm.py: error: {flag}") for line in problems) == 1, (flag, result.stderr)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_data_is_refused_in_one_line(tmp_path):
     argv = ["run_mlm.py", "--dataset_path", tmp_path / "nowhere", "--output_dir", tmp_path / "out"]
     result = subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"run_mlm.py: --dataset_path {tmp_path / 'nowhere'} is not data from prepare_data.py (no tokenizer/ folder): "
-        f"prepare it with prepare_data.py --output_dir {tmp_path / 'nowhere'}"
+        f"run_mlm.py: error: --dataset_path {tmp_path / 'nowhere'}: no such folder; prepare it with prepare_data.py "
+        f"--output_dir {tmp_path / 'nowhere'}"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_log_level_debug_shows_the_traceback_of_an_expected_error(tmp_path):
+    argv = ["run_mlm.py", "--dataset_path", tmp_path / "nowhere", "--output_dir", tmp_path / "out", "--log_level",
+            "debug"]
+    result = subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "UsageError: --dataset_path" in result.stderr
 
 
 @pytest.mark.parametrize(
     ("data_flags", "message"),
     [
-        (["--dataset_path", "{empty_dir}"], "--dataset_path .* is not data from prepare_data.py"),
+        (["--dataset_path", "{empty_dir}"], "--dataset_path .* is not prepared data"),
         (["--train_file", "{empty_file}", "--tokenizer_name", "{tokenizer}"], "--train_file: no text could be read"),
     ],
 )
@@ -335,24 +337,23 @@ def test_empty_data_is_refused_in_one_line(data_flags, message, prepared_data, t
     (tmp_path / "empty.txt").write_text("")
     paths = dict(empty_dir=tmp_path / "empty", empty_file=tmp_path / "empty.txt", tokenizer=prepared_data.tokenizer)
     argv = [flag.format(**paths) for flag in data_flags] + [
-        "--output_dir", str(tmp_path / "out"), "--dataset_cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "out"), "--dataset_cache_dir", str(tmp_path / "cache"), *TINY_MODEL_FLAGS,
     ]
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(UsageError) as error:
         import_run_mlm().main(argv)
-    assert isinstance(exit_info.value.code, str) and "\n" not in exit_info.value.code
-    assert re.match(f"run_mlm.py: {message}", exit_info.value.code)
+    assert len(error.value.problems) == 1 and "\n" not in error.value.problems[0]
+    assert re.match(message, error.value.problems[0])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast exists on a GPU")
-def test_fp16_without_deepspeed_on_the_cpu_is_refused(tmp_path):
+def test_fp16_without_deepspeed_on_the_cpu_is_refused(prepared_data, tmp_path):
     # accelerate would turn it off without a word and train in fp32.
-    with pytest.raises(ValueError, match="--fp16 on the CPU needs --deepspeed"):
-        parse_pretraining_args(["--dataset_path", "d", "--output_dir", str(tmp_path), "--fp16"])
+    with pytest.raises(UsageError, match="--fp16 on the CPU needs --deepspeed"):
+        parse_pretraining_args(["--dataset_path", str(prepared_data.dataset), "--output_dir", str(tmp_path), "--fp16"])
 
 
-def test_job_and_project_names_reach_the_trackers(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_PROJECT", "")
-    monkeypatch.delenv("WANDB_PROJECT")
-    argv = ["--dataset_path", "d", "--output_dir", str(tmp_path), "--job_name", "job", "--project_name", "project"]
-    *_, training = parse_pretraining_args(argv)
-    assert training.run_name == "job" and os.environ["WANDB_PROJECT"] == "project"
+def test_job_and_project_names_reach_the_trackers(prepared_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    argv = ["--dataset_path", str(prepared_data.dataset), "--output_dir", str(tmp_path), "--job_name", "job",
+            "--project_name", "project"]
+    assert parse_pretraining_args(argv).training.run_name == "job" and os.environ["WANDB_PROJECT"] == "project"

@@ -15,7 +15,7 @@ class BudgetEarlyStoppingCallback(TrainerCallback):
     """
     Stops training (`should_training_stop`) when
 
-    - an evaluation after `early_stop_time` minutes of budget reports an eval loss above `early_stop_eval_loss`
+    - an evaluation after `after_seconds` of budget reports an eval loss above `max_eval_loss`
       (checked at every such evaluation, as the seed does after each of its epochs);
     - an evaluation reports a NaN or infinite eval loss;
     - a training log reports a NaN or infinite `loss`; then it also sets `should_save`, so that the diverged state
@@ -27,18 +27,16 @@ class BudgetEarlyStoppingCallback(TrainerCallback):
 
     Args:
         clock (`BudgetClock`): The run's clock, ticked by [`~trainer_callbacks.BudgetCallback`].
-        early_stop_time (`float`, *optional*, defaults to 180): Minutes of budget after which the eval loss must be
-            at most `early_stop_eval_loss`.
-        early_stop_eval_loss (`float`, *optional*, defaults to 6.0): The highest acceptable eval loss after
-            `early_stop_time`.
+        after_seconds (`float`, *optional*, defaults to 10800): Seconds of budget after which the eval loss must be
+            at most `max_eval_loss` (the seed's `--early_stop_time`, 180 minutes).
+        max_eval_loss (`float`, *optional*, defaults to 6.0): The highest acceptable eval loss after
+            `after_seconds` (the seed's `--early_stop_eval_loss`); `math.inf` keeps only the NaN/inf checks.
     """
 
-    def __init__(self, clock: BudgetClock, early_stop_time: float = 180.0, early_stop_eval_loss: float = 6.0):
-        if not early_stop_time >= 0:
-            raise ValueError(f"--early_stop_time must be >= 0 minutes (got {early_stop_time}).")
+    def __init__(self, clock: BudgetClock, after_seconds: float = 10800.0, max_eval_loss: float = 6.0):
         self.clock = clock
-        self.early_stop_time = early_stop_time
-        self.early_stop_eval_loss = early_stop_eval_loss
+        self.after_seconds = after_seconds
+        self.max_eval_loss = max_eval_loss
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if args.logging_nan_inf_filter:
@@ -56,12 +54,11 @@ class BudgetEarlyStoppingCallback(TrainerCallback):
         if not math.isfinite(eval_loss):
             control.should_training_stop = True
             logger.warning(f"Eval loss is {eval_loss} at step {state.global_step}: the run diverged; stopping.")
-        elif self.clock.elapsed / 60 >= self.early_stop_time and eval_loss > self.early_stop_eval_loss:
+        elif self.clock.elapsed >= self.after_seconds and eval_loss > self.max_eval_loss:
             control.should_training_stop = True
             logger.warning(
-                f"Eval loss {eval_loss:.4g} is above --early_stop_eval_loss {self.early_stop_eval_loss} after "
-                f"{self.clock.elapsed / 60:.4g} minutes of budget (--early_stop_time {self.early_stop_time}); "
-                "stopping."
+                f"Eval loss {eval_loss:.4g} is above {self.max_eval_loss} after {self.clock.elapsed / 60:.4g} "
+                f"minutes of budget (the limit applies from {self.after_seconds / 60:.4g} minutes); stopping."
             )
         return control
 

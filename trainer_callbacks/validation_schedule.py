@@ -3,7 +3,7 @@
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainer_callbacks.clock import BudgetClock
-from trainer_callbacks.shards import check_steps_per_shard, completed_shards
+from trainer_callbacks.shards import completed_shards
 
 
 class ValidationScheduleCallback(TrainerCallback):
@@ -39,23 +39,6 @@ class ValidationScheduleCallback(TrainerCallback):
         validation_begin_proportion: float = 0.1,
         validation_end_proportion: float = 0.1,
     ):
-        check_steps_per_shard(steps_per_shard)
-        problems = []
-        for name, value in (
-            ("validation_epochs", validation_epochs),
-            ("validation_epochs_begin", validation_epochs_begin),
-            ("validation_epochs_end", validation_epochs_end),
-        ):
-            if not (isinstance(value, int) and value >= 1):
-                problems.append(f"--{name} must be a whole number of shards >= 1 (got {value!r})")
-        for name, value in (
-            ("validation_begin_proportion", validation_begin_proportion),
-            ("validation_end_proportion", validation_end_proportion),
-        ):
-            if not 0 <= value <= 1:
-                problems.append(f"--{name} must be in [0, 1] (got {value})")
-        if problems:
-            raise ValueError("Invalid validation schedule: " + "; ".join(problems) + ".")
         self.clock = clock
         self.steps_per_shard = steps_per_shard
         self.validation_epochs = validation_epochs

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from budget_bert.cli import CheckedArguments
+
 
 @dataclass
-class TextDataArguments:
+class TextDataArguments(CheckedArguments):
     """Where the raw text comes from and how it is tokenized and packed.
 
     Shared by `prepare_data.py` (which writes the result to disk) and by run_mlm.py's on-the-fly path (which keeps
@@ -75,11 +77,6 @@ class TextDataArguments:
             "HF_DATASETS_CACHE. Pick a disk with room for about twice the corpus."
         },
     )
-
-    def __post_init__(self):
-        problems = self.problems()
-        if problems:
-            raise ValueError("; ".join(problems))
 
     def problems(self) -> list[str]:
         """Every inconsistency in these arguments, each naming its flag and the fix (empty when valid)."""

@@ -10,6 +10,30 @@ from datasets import Dataset, load_from_disk
 from budget_bert.data.metadata import METADATA_NAME, PreparedDataMetadata
 
 
+def load_prepared_metadata(path: str | os.PathLike) -> PreparedDataMetadata:
+    """The metadata of what `prepare_data.py --output_dir PATH` wrote: a small JSON file, read without the data.
+
+    Raises:
+        ValueError: one line naming `--dataset_path` and the fix, for a missing folder, a folder that is not
+            prepared data, or data with no training examples.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"--dataset_path {path}: no such folder; prepare it with prepare_data.py --output_dir {path}")
+    if not os.path.isfile(os.path.join(path, METADATA_NAME)):
+        raise ValueError(
+            f"--dataset_path {path} is not prepared data (no {METADATA_NAME}); prepare it with "
+            f"prepare_data.py --output_dir {path}"
+        )
+    try:
+        metadata = PreparedDataMetadata.from_json_file(os.path.join(path, METADATA_NAME))
+    except ValueError as err:
+        raise ValueError(f"--dataset_path {path}: unreadable prepared data ({err}); prepare it again") from err
+    if metadata.train_examples == 0:
+        raise ValueError(f"--dataset_path {path} holds no training examples; prepare it again from non-empty text")
+    return metadata
+
+
 def load_prepared_dataset(path: str | os.PathLike) -> tuple[Dataset, Dataset | None, PreparedDataMetadata]:
     """Load what `prepare_data.py --output_dir PATH` wrote, memory-mapped from its Arrow shards.
 
@@ -20,24 +44,11 @@ def load_prepared_dataset(path: str | os.PathLike) -> tuple[Dataset, Dataset | N
         `(train, validation, metadata)`; `validation` is `None` when the data was prepared without one.
 
     Raises:
-        ValueError: one line naming `--dataset_path` and the fix, for a missing folder, a folder that is not
-            prepared data, or data with no training examples.
+        ValueError: one line naming `--dataset_path` and the fix (see `load_prepared_metadata`), also for shards
+            that do not match the metadata.
     """
+    metadata = load_prepared_metadata(path)
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ValueError(f"--dataset_path {path}: no such folder; prepare it with prepare_data.py --output_dir {path}")
-    metadata_file = os.path.join(path, METADATA_NAME)
-    if not os.path.isfile(metadata_file):
-        raise ValueError(
-            f"--dataset_path {path} is not prepared data (no {METADATA_NAME}); prepare it with "
-            f"prepare_data.py --output_dir {path}"
-        )
-    try:
-        metadata = PreparedDataMetadata.from_json_file(metadata_file)
-    except ValueError as err:
-        raise ValueError(f"--dataset_path {path}: unreadable prepared data ({err}); prepare it again") from err
-    if metadata.train_examples == 0:
-        raise ValueError(f"--dataset_path {path} holds no training examples; prepare it again from non-empty text")
     try:
         splits = load_from_disk(path)
     except (OSError, ValueError, IndexError) as err:  # datasets raises IndexError for a split with no shard

@@ -17,14 +17,13 @@ multiplies the loss by the number of processes for models whose loss ignores `nu
 """
 
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from budget_bert.cli import UsageError, json_file_argv, usage_error
 from budget_bert.glue.tasks import GLUE_TASKS, get_task
 
 # Legacy spelling -> canonical TrainingArguments field.
@@ -266,18 +265,26 @@ def check_consistency(
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, FinetuneArguments, TrainingArguments]:
-    """Parse run_glue.py's command line (or a single `.json` file of arguments) and validate it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """
+    Parse run_glue.py's command line (or a single `.json` file of arguments) and check it.
+
+    Raises:
+        UsageError: every problem found, each naming its flag (an unknown `--task_name`, contradictory spellings,
+            a flag that cannot act in the combination given), before any model or data is loaded.
+    """
     parser = HfArgumentParser((ModelArguments, DataArguments, FinetuneArguments, TrainingArguments))
+    parser.prog = "run_glue.py"
     parser.set_defaults(**TRAINING_DEFAULTS)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        config = resolve_key_aliases(json.loads(Path(argv[0]).read_text()))
-        model_args, data_args, finetune_args, training_args = parser.parse_dict({**TRAINING_DEFAULTS, **config})
-    else:
+    try:
+        argv = resolve_flag_aliases(json_file_argv(argv))
         model_args, data_args, finetune_args, training_args = parser.parse_args_into_dataclasses(
-            args=resolve_flag_aliases(argv), look_for_args_file=False
+            args=argv, look_for_args_file=False
         )
-    check_consistency(data_args, finetune_args, training_args)
+        check_consistency(data_args, finetune_args, training_args)
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise usage_error(error) from None
     return model_args, data_args, finetune_args, training_args
 
 

@@ -24,7 +24,6 @@ starts with fresh CUDA, accelerate/DeepSpeed and logging state. Callers of `run_
 runner instead (the tests do, to import torch once). The tables are written by `budget_bert.glue.results`.
 """
 
-import logging
 import shlex
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.utils import logging as hf_logging
 
+from budget_bert.cli import setup_logging, usage_error
 from budget_bert.glue.glue_arguments import DATA_EXTENSIONS, resolve_key_aliases
 from budget_bert.glue.results import summarize, write_tables
 from budget_bert.glue.runtime import RESULTS_FILE
@@ -310,11 +310,12 @@ def main(argv: list[str] | None = None, *, run_glue_script: Path | None = None, 
     """
     if runner is None and run_glue_script is None:
         raise ValueError("Give the sweep a runner or the path of run_glue.py (glue_sweep.py passes it).")
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    logging.getLogger("budget_bert").setLevel(logging.INFO)
-    args, run_args = parse_sweep_args(argv)
-    runs = plan_runs(args, run_args)
+    setup_logging()
+    try:
+        args, run_args = parse_sweep_args(argv)
+        runs = plan_runs(args, run_args)
+    except ValueError as error:
+        raise usage_error(error) from None
     runner = runner or SubprocessRunner(run_glue_script, args.launcher)
     failed = run_sweep(runs, runner, Path(args.output_dir, "logs"))
     summary_file = write_tables(summarize(runs), Path(args.output_dir, "results"))

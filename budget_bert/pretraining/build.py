@@ -1,10 +1,12 @@
-"""The pieces `run_mlm.py` puts together: tokenizer, data, model, budget callbacks, and the stock Trainer."""
+"""What `run_mlm.py` builds from its checked arguments: tokenizer, data, model, budget callbacks, and the stock Trainer.
+
+`build_pretraining` puts them together; `Pretraining.finish` and `Pretraining.close` end the run.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +25,10 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
 
-from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
+from budget_bert.cli import ExpectedError, UsageError
 from budget_bert.data.collator import DataCollatorForBertPretraining
 from budget_bert.data.loading import load_prepared_dataset, steps_per_shard
 from budget_bert.data.metadata import TOKENIZER_DIR
@@ -34,9 +37,12 @@ from budget_bert.data.tokenization import load_tokenizer
 from budget_bert.hub.model_card import ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
 from budget_bert.hub.redaction import redact_secrets
-from budget_bert.pretraining.pretraining_arguments import BudgetArguments, DataArguments, ModelArguments
+from budget_bert.pretraining.model_config import config_for_tokenizer
+from budget_bert.pretraining.pretraining_arguments import BudgetArguments, DataArguments, PretrainingArguments
+from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command
 from trainer_callbacks import (
     BudgetCallback,
+    BudgetClock,
     BudgetEarlyStoppingCallback,
     BudgetProgressCallback,
     CompleteCheckpointCallback,
@@ -47,7 +53,8 @@ from trainer_callbacks import (
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
-from trainer_callbacks.clock import BudgetClock
+from trainer_callbacks.checkpoints import failed_save_message
+
 
 logger = logging.get_logger(__name__)
 
@@ -61,20 +68,15 @@ class PretrainingData:
     examples_per_shard: int
 
 
-def load_pretraining_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreTrainedTokenizerBase:
+def load_pretraining_tokenizer(args: PretrainingArguments) -> PreTrainedTokenizerBase:
     """`--tokenizer_name`, else the tokenizer saved with `--dataset_path`, else `--model_name_or_path`'s."""
-    name, flag = model_args.tokenizer_name, "--tokenizer_name"
-    if name is None and data_args.dataset_path:
+    model_args, data_args = args.model, args.data
+    if model_args.tokenizer_name:
+        name, flag = model_args.tokenizer_name, "--tokenizer_name"
+    elif data_args.dataset_path:
         name, flag = os.path.join(data_args.dataset_path, TOKENIZER_DIR), "--dataset_path"
-        if not os.path.isdir(name):
-            raise ValueError(f"--dataset_path {data_args.dataset_path} is not data from prepare_data.py (no "
-                             f"{TOKENIZER_DIR}/ folder): prepare it with prepare_data.py --output_dir "
-                             f"{data_args.dataset_path}")
-    if name is None:
+    else:
         name, flag = model_args.model_name_or_path, "--model_name_or_path"
-    if name is None:
-        raise ValueError("No tokenizer: give --tokenizer_name (a Hub name or a folder) or --dataset_path from "
-                         "prepare_data.py, which saves its tokenizer.")
     return load_tokenizer(name, flag, trust_remote_code=model_args.trust_remote_code)
 
 
@@ -99,27 +101,16 @@ def load_pretraining_data(
     return PretrainingData(train, splits.get("validation"), len(train) // data_args.num_shards)
 
 
-def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A fresh BudgetBert shaped by the flags, or the `--model_name_or_path` checkpoint to continue from."""
-    if model_args.model_name_or_path:
-        return AutoModelForMaskedLM.from_pretrained(
-            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
-        )
-    config = BudgetBertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        hidden_act=model_args.hidden_act,
-        hidden_dropout_prob=model_args.hidden_dropout_prob,
-        attention_probs_dropout_prob=model_args.attention_probs_dropout_prob,
-        max_position_embeddings=model_args.max_position_embeddings,
-        encoder_ln_mode=model_args.encoder_ln_mode,
-        layer_norm_type=model_args.layer_norm_type,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return BudgetBertForMaskedLM(config)
+def build_model(args: PretrainingArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """
+    The `--model_name_or_path` checkpoint to continue from, or a fresh model of the parsed config (BudgetBert, or any
+    masked LM that `AutoModelForMaskedLM` knows) with the tokenizer's vocabulary and special tokens.
+    """
+    remote = args.model.trust_remote_code
+    if args.model.model_name_or_path:
+        return AutoModelForMaskedLM.from_pretrained(args.model.model_name_or_path, trust_remote_code=remote)
+    config = config_for_tokenizer(args.model_config, tokenizer)
+    return AutoModelForMaskedLM.from_config(config, trust_remote_code=remote)
 
 
 def global_batch_size(training_args: TrainingArguments) -> int:
@@ -135,7 +126,6 @@ def build_budget_callbacks(
     clock: BudgetClock,
     budget_args: BudgetArguments,
     shard_steps: int,
-    has_validation: bool,
     run_arguments: dict,
     on_snapshot: Callable[[Path, SnapshotInfo], None] | None = None,
     save_total_limit: int | None = None,
@@ -143,6 +133,7 @@ def build_budget_callbacks(
     """
     One callback per budget concern, all reading `clock`, and the crash-safety ones (clean stop on SIGTERM/SIGINT,
     complete checkpoints, rotation keeping at most `save_total_limit`). The progress bar is added by `build_trainer`.
+    Every value was checked when the flags were parsed.
     """
     callbacks: list[TrainerCallback] = [
         BudgetCallback(clock, stop_after_seconds=budget_args.stop_seconds),
@@ -151,8 +142,8 @@ def build_budget_callbacks(
         # Always on for its NaN/inf check; the eval-loss threshold only with --use_early_stopping.
         BudgetEarlyStoppingCallback(
             clock,
-            early_stop_time=budget_args.early_stop_time,
-            early_stop_eval_loss=budget_args.early_stop_eval_loss if budget_args.use_early_stopping else math.inf,
+            after_seconds=budget_args.early_stop_seconds,
+            max_eval_loss=budget_args.early_stop_eval_loss if budget_args.use_early_stopping else float("inf"),
         ),
         FinetuneSnapshotCallback(
             clock, budget_args.markers, run_arguments=run_arguments, redact=redact_secrets, on_snapshot=on_snapshot
@@ -165,10 +156,10 @@ def build_budget_callbacks(
                 budget_args.warmup_proportion,
                 budget_args.curve,
                 decay_rate=budget_args.decay_rate,
-                decay_interval=budget_args.decay_step / budget_args.total_training_time,
+                decay_interval=budget_args.decay_interval,
             )
         )
-    if budget_args.do_validation and has_validation:
+    if budget_args.do_validation:
         callbacks.append(
             ValidationScheduleCallback(
                 clock,
@@ -225,17 +216,6 @@ def build_trainer(
     return trainer
 
 
-def run_arguments_record(*arguments) -> dict:
-    """The run's dataclasses as plain dicts, keyed by class name, for snapshots and reports."""
-    return {type(a).__name__: dataclasses.asdict(a) for a in arguments}
-
-
-def finish_distributed() -> None:
-    """Tear the process group down: gloo otherwise aborts at interpreter exit now and then (see NOTES)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 def snapshot_pusher_hook(
     pusher: SnapshotPusher, trainer_state: Callable[[], TrainerState], world_size: int, command_line: list[str]
 ) -> Callable[[Path, SnapshotInfo], None]:
@@ -246,3 +226,89 @@ def snapshot_pusher_hook(
         pusher.submit(path, card_info=card)
 
     return push
+
+
+@dataclass
+class Pretraining:
+    """A pretraining run ready to train: its arguments, the Trainer, the budget clock, and the Hub pusher (if any)."""
+
+    args: PretrainingArguments
+    trainer: Trainer
+    clock: BudgetClock
+    pusher: SnapshotPusher | None
+
+    def train(self) -> TrainOutput:
+        """Train (resuming from the checkpoint chosen at parse time); a failed checkpoint save is one clear line."""
+        try:
+            return self.trainer.train(resume_from_checkpoint=self.args.training.resume_from_checkpoint)
+        except Exception as error:
+            # A checkpoint save that failed (a full disk, a lost permission): the previous checkpoint is intact.
+            saving = self.trainer.control.should_save
+            output_dir, step = self.args.training.output_dir, self.trainer.state.global_step
+            message = failed_save_message(output_dir, step, error) if saving else None
+            if message is None:
+                raise
+            raise ExpectedError(message) from error
+
+    def finish(self, result: TrainOutput) -> None:
+        """
+        Save the model, metrics and state of a finished run; a preempted one prints how to resume and exits with
+        `EXIT_PREEMPTED`.
+        """
+        trainer = self.trainer
+        if self.clock.interrupted:
+            if trainer.is_world_process_zero():
+                checkpoint = f"{self.args.training.output_dir}/{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+                resume = resume_command("run_mlm.py", self.args.flags)
+                print(preemption_message(trainer.state.global_step, checkpoint, self.clock, resume), flush=True)
+            raise SystemExit(EXIT_PREEMPTED)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+
+    def close(self) -> None:
+        """Wait (a bounded time) for the snapshot uploads, then tear the process group down."""
+        if self.pusher is not None:
+            self.pusher.close(timeout=self.args.budget.push_timeout(self.clock.interrupted))
+        # gloo otherwise aborts at interpreter exit now and then (see NOTES).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = None) -> Pretraining:
+    """
+    Load the tokenizer and the data, build the model, the budget callbacks and the Trainer. `clock` is the budget
+    clock to run on (tests pass one on a manual time source); by default a real-time one of the parsed budget.
+
+    Raises:
+        UsageError: data that does not fit the flags (missing, empty, another vocabulary).
+    """
+    try:
+        tokenizer = load_pretraining_tokenizer(args)
+        data = load_pretraining_data(args.data, tokenizer, args.training)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model = build_model(args, tokenizer)
+    # Snapshots carry this tokenizer; run_glue.py clamps --max_seq_length to it, so it must not exceed the model.
+    positions = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
+    shard_steps = steps_per_shard(data.examples_per_shard, global_batch_size(args.training))
+    logger.info(f"One shard (the seed's 'epoch') is {shard_steps} optimizer steps.")
+
+    if clock is not None and clock.budget_seconds != args.budget.budget_seconds:
+        raise ValueError(f"The clock's budget, {clock.budget_seconds} s, is not --total_training_time's.")
+    clock = clock or BudgetClock(args.budget.budget_seconds)
+    pusher = None
+    if args.hub_push is not None and args.training.process_index == 0:
+        pusher = SnapshotPusher(args.hub_push.repo_id, token=args.hub_push.token, private=args.hub_push.private)
+    trainer = None
+    on_snapshot = None
+    if pusher is not None:
+        on_snapshot = snapshot_pusher_hook(pusher, lambda: trainer.state, args.training.world_size, sys.argv)
+    callbacks = build_budget_callbacks(
+        clock, args.budget, shard_steps, run_arguments=args.run_arguments(), on_snapshot=on_snapshot,
+        save_total_limit=args.save_total_limit,
+    )
+    trainer = build_trainer(model, args.training, data, args.data, tokenizer, clock, callbacks)
+    return Pretraining(args, trainer, clock, pusher)

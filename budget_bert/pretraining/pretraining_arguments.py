@@ -1,67 +1,127 @@
-"""Command-line arguments of `run_mlm.py`: HuggingFace dataclasses plus the seed project's flags.
+"""Command-line arguments of `run_mlm.py`, every one checked once, here, before anything heavy starts.
 
 Every flag of the academic-budget-bert example command is accepted with the seed's meaning. Where a seed flag
 and a `TrainingArguments` flag mean the same thing (`--lr` / `--learning_rate`, ...), both spellings work, and
-two that disagree are an error. The translation happens in one place, `parse_pretraining_args`, before anything
-heavy starts; everything downstream sees canonical `TrainingArguments` plus `BudgetArguments`.
+two that disagree are an error. `parse_pretraining_args` translates them, settles the `TrainingArguments` that
+run_mlm.py needs (its own Hub push and checkpoint rotation replace the Trainer's; the resume checkpoint is chosen),
+reads the prepared data's metadata, builds the model's config (and the model on the meta device, to prove that it
+builds and to size the checkpoints), and checks every flag and every combination: a flag that cannot act in the
+combination given is an error naming both flags. Downstream sees one `PretrainingArguments`, whose budget is in
+seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, PretrainedConfig, TrainingArguments
+from transformers.utils import logging
 
+from budget_bert.cli import CheckedArguments, UsageError, json_file_argv, raise_problems, setup_logging
 from budget_bert.data.data_arguments import TextDataArguments
+from budget_bert.data.loading import load_prepared_metadata
+from budget_bert.data.metadata import TOKENIZER_DIR, PreparedDataMetadata
+from budget_bert.pretraining.model_config import (
+    BUDGET_BERT_SHAPE_FLAGS,
+    BUDGET_BERT_TYPES,
+    build_model_config,
+    masked_lm_types,
+    meta_model,
+)
+from budget_bert.pretraining.output_dir import check_output_dir, checkpoint_bytes
+from trainer_callbacks.checkpoints import resolve_resume_checkpoint
+from trainer_callbacks.lr_curves import CURVES
+from trainer_callbacks.snapshots import snapshot_name
+
+
+logger = logging.get_logger(__name__)
 
 # The largest step count the Trainer is given when the wall-clock budget, not a step count, ends training.
 UNBOUNDED_MAX_STEPS = 10**12
+# A budget beyond a year is more likely a unit mistake (seconds or minutes given as hours) than a plan.
+LONGEST_LIKELY_BUDGET_HOURS = 24 * 365
 
 _DS_CONFIG_FROM_FLAGS = "__from_flags__"
 
 
 @dataclass
 class ModelArguments:
-    """Which model to pretrain: a fresh BudgetBert built from these sizes, or a checkpoint to continue from."""
+    """
+    Which model to pretrain: a fresh BudgetBert shaped by these flags (the default), any masked LM that
+    `AutoModelForMaskedLM` knows from `--config_name` or `--model_type`, or a checkpoint to continue from.
+    """
 
     model_type: str = field(
         default="budget-bert",
-        metadata={"help": "Model to pretrain. 'budget-bert' (our BERT variant); the seed's 'bert-mlm' is the same."},
+        metadata={"help": "Model to pretrain from scratch: 'budget-bert' (our BERT variant, shaped by the flags "
+                  "below; the seed's 'bert-mlm' is the same) or any masked-LM model type of transformers (bert, "
+                  "modernbert, ...), from its default config and --config_overrides."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "A config file (config.json) or folder to pretrain from scratch: any masked LM that "
+                  "AutoModelForMaskedLM knows, e.g. a ModernBERT or BERT config. The BudgetBert shape flags do not "
+                  "apply to it (use --config_overrides)."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Override config fields of a model trained from scratch, HuggingFace run_mlm.py's syntax: "
+                  "'k=v,k=v', e.g. 'hidden_size=256,num_hidden_layers=4' (ModernBERT) or "
+                  "'mlp_type=glu,position_embedding_type=rope' (BudgetBert)."},
     )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Start from this checkpoint (local folder or Hub id) instead of a random init."},
+        metadata={"help": "Continue from this checkpoint (local folder or Hub id) instead of a random init."},
     )
     tokenizer_name: str | None = field(
         default=None,
         metadata={"help": "Tokenizer: a Hub name (e.g. bert-large-uncased) or a local folder. Default: the one "
                   "recorded by prepare_data.py in --dataset_path, else --model_name_or_path."},
     )
-    hidden_act: str = field(default="gelu", metadata={"help": "Activation of the feed-forward layers."})
-    hidden_size: int = field(default=768, metadata={"help": "Width of the encoder."})
-    num_hidden_layers: int = field(default=12, metadata={"help": "Number of encoder layers."})
-    num_attention_heads: int = field(default=12, metadata={"help": "Attention heads per layer."})
-    intermediate_size: int = field(default=3072, metadata={"help": "Width of the feed-forward layers."})
-    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout on hidden states."})
-    attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout on attention weights."})
-    encoder_ln_mode: str = field(
-        default="pre-ln", metadata={"help": "Layer norm placement: 'pre-ln' (stable at high LR) or 'post-ln' (BERT)."}
+    hidden_act: str = field(default="gelu", metadata={"help": "BudgetBert: activation of the feed-forward layers."})
+    hidden_size: int = field(default=768, metadata={"help": "BudgetBert: width of the encoder."})
+    num_hidden_layers: int = field(default=12, metadata={"help": "BudgetBert: number of encoder layers."})
+    num_attention_heads: int = field(default=12, metadata={"help": "BudgetBert: attention heads per layer."})
+    intermediate_size: int = field(default=3072, metadata={"help": "BudgetBert: width of the feed-forward layers."})
+    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "BudgetBert: dropout on hidden states."})
+    attention_probs_dropout_prob: float = field(
+        default=0.1, metadata={"help": "BudgetBert: dropout on attention weights."}
     )
-    layer_norm_type: str = field(default="layernorm", metadata={"help": "'layernorm' or 'rmsnorm'."})
-    max_position_embeddings: int = field(default=512, metadata={"help": "Longest sequence the model accepts."})
+    encoder_ln_mode: str = field(
+        default="pre-ln",
+        metadata={"help": "BudgetBert: layer norm placement, 'pre-ln' (stable at high LR) or 'post-ln' (BERT)."},
+    )
+    layer_norm_type: str = field(default="layernorm", metadata={"help": "BudgetBert: 'layernorm' or 'rmsnorm'."})
+    max_position_embeddings: int = field(
+        default=512, metadata={"help": "BudgetBert: the longest sequence the model accepts."}
+    )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow code from --model_name_or_path / --tokenizer_name to run."}
+        default=False,
+        metadata={"help": "Allow code from --model_name_or_path / --config_name / --tokenizer_name to run."},
     )
 
     def __post_init__(self):
-        if self.model_type not in ("budget-bert", "bert-mlm"):
-            raise ValueError(f"--model_type {self.model_type}: use 'budget-bert' (the seed's 'bert-mlm')")
+        if self.model_type not in masked_lm_types():
+            raise ValueError(
+                f"--model_type {self.model_type} is not a masked LM: use {' or '.join(BUDGET_BERT_TYPES)} (BudgetBert) "
+                "or a model type that AutoModelForMaskedLM knows (bert, modernbert, roberta, ...)"
+            )
+
+    @property
+    def source_flag(self) -> str:
+        """The flag that chose the model, for error messages."""
+        if self.model_name_or_path:
+            return f"--model_name_or_path {self.model_name_or_path}"
+        if self.config_name:
+            return f"--config_name {self.config_name}"
+        return f"--model_type {self.model_type}"
 
 
 @dataclass
@@ -97,6 +157,9 @@ class DataArguments(TextDataArguments):
                             "give one")
         if self.num_shards < 1:
             problems.append(f"--num_shards must be >= 1, got {self.num_shards}")
+        if not self.has_source and self.validation_proportion is not None:
+            problems.append("--validation_proportion splits raw text prepared on the fly; --dataset_path was split "
+                            "by prepare_data.py: drop it")
         if self.data_loader_type != "dist":
             problems.append(f"--data_loader_type {self.data_loader_type}: only 'dist' exists (the Trainer's "
                             "distributed sampler)")
@@ -106,8 +169,12 @@ class DataArguments(TextDataArguments):
 
 
 @dataclass
-class BudgetArguments:
-    """The wall-clock budget and everything that is scheduled by time rather than by steps."""
+class BudgetArguments(CheckedArguments):
+    """
+    The wall-clock budget and everything that is scheduled by time rather than by steps, in the seed's units (hours,
+    minutes for `--early_stop_time`); the properties give them in seconds (and fractions), the one unit used
+    downstream.
+    """
 
     total_training_time: float = field(default=24.0, metadata={"help": "Training budget in hours."})
     early_exit_time_marker: float | None = field(
@@ -135,7 +202,9 @@ class BudgetArguments:
     validation_epochs_end: int = field(default=1, metadata={"help": "... every this many at the end."})
     validation_begin_proportion: float = field(default=0.1, metadata={"help": "Share of the budget that is 'start'."})
     validation_end_proportion: float = field(default=0.1, metadata={"help": "Share of the budget that is 'end'."})
-    use_early_stopping: bool = field(default=False, metadata={"help": "Stop a run whose eval loss is too high."})
+    use_early_stopping: bool = field(
+        default=False, metadata={"help": "Stop a run whose eval loss is too high (needs --do_validation)."}
+    )
     early_stop_time: float = field(default=180.0, metadata={"help": "Minutes into the budget of that check."})
     early_stop_eval_loss: float = field(default=6.0, metadata={"help": "Eval loss above which the run stops."})
     finetune_time_markers: str | None = field(
@@ -166,28 +235,23 @@ class BudgetArguments:
                   "(SLURM's KillWait is 30 s by default), and the checkpoint comes first."},
     )
 
-    def __post_init__(self):
-        problems = self.problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-
     def problems(self) -> list[str]:
-        """Every inconsistency, each naming its flag and the fix (empty when valid)."""
+        """Every inconsistency within these flags, each naming its flag and the fix (empty when valid)."""
         problems = []
-        if self.total_training_time <= 0:
-            problems.append(f"--total_training_time must be > 0 hours, got {self.total_training_time}")
+        if not (math.isfinite(self.total_training_time) and self.total_training_time > 0):
+            problems.append(f"--total_training_time must be a positive number of hours, got {self.total_training_time}")
         marker = self.early_exit_time_marker
-        if marker is not None and marker <= 0:
-            problems.append(f"--early_exit_time_marker must be > 0 hours, got {marker}")
-        if marker is not None and marker > self.total_training_time:
+        if marker is not None and not (math.isfinite(marker) and marker > 0):
+            problems.append(f"--early_exit_time_marker must be a positive number of hours, got {marker}")
+        elif marker is not None and marker > self.total_training_time:
             problems.append(
                 f"--early_exit_time_marker {marker} is after the budget --total_training_time "
                 f"{self.total_training_time}: make it smaller or drop it"
             )
         if self.lr_schedule not in ("time", "step"):
             problems.append(f"--lr_schedule {self.lr_schedule}: use 'time' or 'step'")
-        if self.curve not in ("linear", "exp"):
-            problems.append(f"--curve {self.curve}: use 'linear' or 'exp'")
+        if self.curve not in CURVES:
+            problems.append(f"--curve {self.curve}: use {' or '.join(repr(curve) for curve in CURVES)}")
         for name in ("hub_push_timeout", "hub_push_timeout_on_preemption"):
             if not getattr(self, name) >= 0:
                 problems.append(f"--{name} must be >= 0 seconds, got {getattr(self, name)}")
@@ -197,29 +261,45 @@ class BudgetArguments:
             problems.append(f"--decay_step must be > 0 hours, got {self.decay_step}")
         if not 0 <= self.warmup_proportion < 1:
             problems.append(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
-        if self.finetune_time_markers:
-            try:
-                markers = self.markers
-            except ValueError:
-                problems.append(
-                    f"--finetune_time_markers {self.finetune_time_markers}: give comma-separated numbers, e.g. 0.5,0.9"
-                )
-            else:
-                if any(not 0 < m <= 1 for m in markers):
-                    problems.append(f"--finetune_time_markers {self.finetune_time_markers}: each marker must be in (0, 1]")
-                if markers != sorted(set(markers)):
-                    problems.append(
-                        f"--finetune_time_markers {self.finetune_time_markers}: markers must be increasing, no repeats"
-                    )
+        if not self.early_stop_time >= 0:
+            problems.append(f"--early_stop_time must be >= 0 minutes, got {self.early_stop_time}")
+        problems += self._marker_problems()
         for name in ("validation_epochs", "validation_epochs_begin", "validation_epochs_end"):
             if getattr(self, name) < 1:
-                problems.append(f"--{name} must be >= 1 (shards between validations)")
+                problems.append(f"--{name} must be >= 1 (shards between validations), got {getattr(self, name)}")
         for name in ("validation_begin_proportion", "validation_end_proportion"):
             if not 0 <= getattr(self, name) <= 1:
-                problems.append(f"--{name} must be in [0, 1]")
+                problems.append(f"--{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_epochs_between_checkpoints is not None and self.num_epochs_between_checkpoints < 1:
-            problems.append("--num_epochs_between_checkpoints must be >= 1")
+            problems.append(
+                f"--num_epochs_between_checkpoints must be >= 1 shards, got {self.num_epochs_between_checkpoints}"
+            )
         return problems
+
+    def _marker_problems(self) -> list[str]:
+        if not self.finetune_time_markers:
+            return []
+        flag = f"--finetune_time_markers {self.finetune_time_markers}"
+        try:
+            markers = self.markers
+        except ValueError:
+            return [f"{flag}: give comma-separated numbers, e.g. 0.5,0.9"]
+        problems = []
+        if any(not 0 < m <= 1 for m in markers):
+            problems.append(f"{flag}: each marker must be in (0, 1]")
+        if markers != sorted(set(markers)):
+            problems.append(f"{flag}: markers must be increasing, no repeats")
+        elif len({snapshot_name(m) for m in markers}) != len(markers):
+            problems.append(f"{flag}: two markers share a snapshot name ({', '.join(map(snapshot_name, markers))}): "
+                            "give markers further apart")
+        return problems
+
+    def notices(self) -> list[str]:
+        """Warnings about values that are valid but likely mistaken."""
+        if self.total_training_time > LONGEST_LIKELY_BUDGET_HOURS:
+            return [f"--total_training_time {self.total_training_time:g} hours is more than a year: the budget is in "
+                    "hours (--total_training_time 0.5 is 30 minutes)"]
+        return []
 
     @property
     def markers(self) -> list[float]:
@@ -229,17 +309,31 @@ class BudgetArguments:
         return [float(m) for m in self.finetune_time_markers.split(",") if m.strip()]
 
     @property
-    def total_seconds(self) -> float:
-        """The budget in seconds."""
+    def budget_seconds(self) -> float:
+        """The budget (`--total_training_time`), in seconds."""
         return self.total_training_time * 3600.0
 
     @property
     def stop_seconds(self) -> float:
-        """When training stops: the budget, or the early exit marker when that comes first."""
+        """When training stops: the budget, or the early exit marker when that comes first, in seconds."""
         hours = self.total_training_time
         if self.early_exit_time_marker is not None:
             hours = min(hours, self.early_exit_time_marker)
         return hours * 3600.0
+
+    @property
+    def early_stop_seconds(self) -> float:
+        """`--early_stop_time`, in seconds of budget."""
+        return self.early_stop_time * 60.0
+
+    @property
+    def decay_interval(self) -> float:
+        """`--decay_step`, as a fraction of the budget (the exp curve's interval between `--decay_rate` factors)."""
+        return self.decay_step / self.total_training_time
+
+    def push_timeout(self, interrupted: bool) -> float:
+        """Seconds to wait for the Hub uploads at the end: shorter when a signal stopped the run."""
+        return self.hub_push_timeout_on_preemption if interrupted else self.hub_push_timeout
 
 
 @dataclass
@@ -291,20 +385,6 @@ _TRAINER_PUSH_FLAGS = {"hub_strategy", "hub_revision", "hub_always_push"}
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, BudgetArguments, SeedArguments, TrainingArguments)
 
 
-class ArgumentError(ValueError):
-    """Bad command-line flags; the message lists every problem, one line each, with the flag and the fix."""
-
-
-def build_parser() -> HfArgumentParser:
-    """The `run_mlm.py` parser: every dataclass above plus TrainingArguments, with help on every flag."""
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    parser.description = (
-        "Pretrain a BudgetBert masked language model inside a wall-clock budget with the stock transformers "
-        "Trainer. Seed (academic-budget-bert) flags and their TrainingArguments twins are both accepted."
-    )
-    return parser
-
-
 def _given_flags(argv: list[str]) -> set[str]:
     """Names of the flags that appear on the command line (to tell an explicit value from a default)."""
     names = set()
@@ -352,9 +432,9 @@ def gradient_accumulation_steps(train_batch_size: int, micro_batch_size: int, wo
     """The accumulation that makes micro batch x processes x accumulation equal the seed's global batch."""
     per_step = micro_batch_size * world_size
     if train_batch_size % per_step:
-        raise ArgumentError(
+        raise UsageError(
             f"--train_batch_size {train_batch_size} is not a multiple of micro batch {micro_batch_size} x "
-            f"{world_size} processes: change one of them."
+            f"{world_size} processes: change one of them"
         )
     return train_batch_size // per_step
 
@@ -364,7 +444,7 @@ def _world_size() -> int:
 
 
 def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: list[str]) -> None:
-    """Fold seed flags into TrainingArguments values in place, recording every problem."""
+    """Fold seed flags into TrainingArguments values, and settle the values run_mlm.py needs, recording problems."""
     seed, hf, budget = values["SeedArguments"], values["TrainingArguments"], values["BudgetArguments"]
     for seed_name, hf_name in SEED_TO_HF.items():
         if seed[seed_name] is None:
@@ -390,8 +470,8 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
             accumulation = gradient_accumulation_steps(
                 seed["train_batch_size"], hf["per_device_train_batch_size"], _world_size()
             )
-        except ArgumentError as error:
-            problems.append(str(error))
+        except UsageError as error:
+            problems.extend(error.problems)
         else:
             if "gradient_accumulation_steps" in given and hf["gradient_accumulation_steps"] != accumulation:
                 problems.append(
@@ -412,8 +492,12 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
 
     if hf.get("deepspeed") == _DS_CONFIG_FROM_FLAGS:
         hf["deepspeed"] = deepspeed_config_from_flags(seed["zero_stage"])
-    elif isinstance(hf.get("deepspeed"), str):
-        _check_deepspeed_file(hf["deepspeed"], problems)
+    else:
+        if "zero_stage" in given:
+            problems.append("--zero_stage sets the stage of the DeepSpeed config built for a bare --deepspeed: give "
+                            "--deepspeed without a file, or set the stage in the file")
+        if isinstance(hf.get("deepspeed"), str):
+            _check_deepspeed_file(hf["deepspeed"], problems)
 
     if budget["do_validation"]:
         hf["do_eval"] = True
@@ -444,6 +528,9 @@ def _translate(values: dict[str, dict[str, Any]], given: set[str], problems: lis
         # accelerate leaves fp16 autocast off on the CPU: the run would train in fp32 without a word.
         problems.append("--fp16 on the CPU needs --deepspeed (DeepSpeed's fp16 runs there, torch autocast does not): "
                         "add --deepspeed, use --bf16, or drop --fp16.")
+    elif hf["use_cpu"] and hf["fp16"] and not deepspeed_cpu_fp16():
+        problems.append("--fp16 with --deepspeed on this CPU: DeepSpeed's CPU fp16 needs oneDNN fp16 (AVX512-FP16 "
+                        "or AMX-FP16), which this CPU lacks; use --bf16 or drop --fp16.")
 
 
 def _check_deepspeed_file(path: str, problems: list[str]) -> None:
@@ -455,18 +542,63 @@ def _check_deepspeed_file(path: str, problems: list[str]) -> None:
         problems.append(f"--deepspeed {path} is not valid JSON ({error}); fix the file or use one in ds_configs/.")
 
 
-def parse_pretraining_args(
-    argv: list[str] | None = None,
-) -> tuple[ModelArguments, DataArguments, BudgetArguments, TrainingArguments]:
-    """Parse `run_mlm.py` flags (command line or one JSON file), fold seed flags in, and validate.
+@dataclass(frozen=True)
+class HubPushSettings:
+    """Where `--push_to_hub` sends the snapshots (`--hub_model_id`, else the name of `--output_dir`), and how."""
 
-    Raises `ArgumentError` listing every problem at once, before any model or data is touched.
+    repo_id: str
+    token: str | None
+    private: bool | None
+
+
+@dataclass
+class PretrainingArguments:
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    Everything `run_mlm.py` was asked to do, checked. `training` is settled: the Trainer's own Hub push and
+    checkpoint rotation are off (`hub_push` and `save_total_limit` hold them for run_mlm.py's own),
+    `resume_from_checkpoint` is the checkpoint to resume from (or `None`), and the seed flags are folded in.
+    `model_config` is the model's config before the tokenizer's vocabulary and special tokens are applied; `flags`
+    the command line's flags (those of a JSON argument file written out).
+    """
+
+    model: ModelArguments
+    data: DataArguments
+    budget: BudgetArguments
+    training: TrainingArguments
+    model_config: PretrainedConfig
+    metadata: PreparedDataMetadata | None
+    hub_push: HubPushSettings | None
+    save_total_limit: int | None
+    flags: list[str]
+
+    def run_arguments(self) -> dict[str, dict[str, Any]]:
+        """The run's own dataclasses as plain dicts, keyed by class name, for snapshots and reports."""
+        return {type(a).__name__: dataclasses.asdict(a) for a in (self.model, self.data, self.budget)}
+
+
+def build_parser() -> HfArgumentParser:
+    """The `run_mlm.py` parser: every dataclass above plus TrainingArguments, with help on every flag."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.prog = "run_mlm.py"
+    parser.description = (
+        "Pretrain a masked language model (BudgetBert, or any masked LM that AutoModelForMaskedLM knows) inside a "
+        "wall-clock budget with the stock transformers Trainer. Seed (academic-budget-bert) flags and their "
+        "TrainingArguments twins are both accepted; a single .json file of flags works too."
+    )
+    return parser
+
+
+def parse_pretraining_args(argv: list[str] | None = None) -> PretrainingArguments:
+    """
+    Parse `run_mlm.py`'s flags (the command line, or one JSON file of them), fold the seed flags in, check every
+    flag and combination, and settle what run_mlm.py runs on. Sets up logging at `--log_level` on the way.
+
+    Raises:
+        UsageError: listing every problem at once, each naming its flag(s) and the fix, before any model or data is
+            touched.
+    """
+    argv = json_file_argv(argv)
     parser = build_parser()
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        raw = json.loads(Path(argv[0]).read_text())
-        argv = [token for key, value in raw.items() for token in _json_item_to_argv(key, value)]
     namespace, unknown = parser.parse_known_args(_expand_bare_deepspeed(argv))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (see run_mlm.py -h)")
@@ -477,25 +609,151 @@ def parse_pretraining_args(
     }
     problems: list[str] = []
     _translate(values, given, problems)
+    hub_push, save_total_limit = _take_over_hub_push_and_rotation(values["TrainingArguments"])
     parsed = {}
     for cls in (ModelArguments, DataArguments, BudgetArguments):
         try:
             parsed[cls] = cls(**values[cls.__name__])
         except ValueError as error:
             problems.extend(str(error).split("; "))
-    if problems:
-        raise ArgumentError("Invalid arguments:\n" + "\n".join(f"  - {p}" for p in problems))
-    if parsed[BudgetArguments].project_name:
-        os.environ.setdefault("WANDB_PROJECT", parsed[BudgetArguments].project_name)
-    training_args = TrainingArguments(**values["TrainingArguments"])
-    return parsed[ModelArguments], parsed[DataArguments], parsed[BudgetArguments], training_args
+    raise_problems(problems)
+    model_args, data_args, budget_args = parsed[ModelArguments], parsed[DataArguments], parsed[BudgetArguments]
+    try:
+        training_args = TrainingArguments(**values["TrainingArguments"])
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    setup_logging(training_args.get_process_log_level())
+    for notice in budget_args.notices():
+        logger.warning(notice)
+
+    raise_problems(_combination_problems(model_args, data_args, budget_args, training_args, given, hub_push))
+    metadata = _prepared_metadata(data_args, model_args, budget_args)
+    model_config = build_model_config(
+        model_args.model_type, model_args.config_name, model_args.config_overrides, model_args.model_name_or_path,
+        shape={name: getattr(model_args, name) for name in BUDGET_BERT_SHAPE_FLAGS}, given=given,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    _check_sequence_length(model_config, metadata, model_args)
+    model = meta_model(model_config, model_args.source_flag, model_args.trust_remote_code)
+    try:
+        # Room for two checkpoints: the next one is written before the previous one may go.
+        check_output_dir(training_args.output_dir, 2 * checkpoint_bytes(model))
+        resume_from = resolve_resume_checkpoint(
+            training_args.output_dir, training_args.resume_from_checkpoint, budget_args.overwrite_output_dir
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if budget_args.project_name:
+        os.environ.setdefault("WANDB_PROJECT", budget_args.project_name)
+    return PretrainingArguments(
+        model=model_args,
+        data=data_args,
+        budget=budget_args,
+        training=dataclasses.replace(training_args, resume_from_checkpoint=resume_from),
+        model_config=model_config,
+        metadata=metadata,
+        hub_push=hub_push,
+        save_total_limit=save_total_limit,
+        flags=argv,
+    )
 
 
-def _json_item_to_argv(key: str, value: Any) -> list[str]:
-    if isinstance(value, bool):
-        return [f"--{key}"] if value else []
-    if isinstance(value, list):
-        return [f"--{key}", *map(str, value)]
-    if isinstance(value, dict):
-        return [f"--{key}", json.dumps(value)]
-    return [f"--{key}", str(value)]
+def _take_over_hub_push_and_rotation(hf: dict[str, Any]) -> tuple[HubPushSettings | None, int | None]:
+    """
+    Take the Hub push and the checkpoint rotation out of the TrainingArguments values: the Trainer's push would
+    send `output_dir` to one branch on every save and pickle the token into every checkpoint's `training_args.bin`
+    (the snapshot pusher pushes instead), and its rotation would delete old checkpoints before the new one is
+    marked complete (the `CompleteCheckpointCallback` rotates after that).
+    """
+    hub_push = None
+    if hf["push_to_hub"]:
+        repo_id = hf["hub_model_id"] or Path(hf["output_dir"]).absolute().name
+        hub_push = HubPushSettings(repo_id, hf["hub_token"], hf["hub_private_repo"])
+    save_total_limit = hf["save_total_limit"]
+    hf.update(push_to_hub=False, hub_token=None, save_total_limit=None)
+    return hub_push, save_total_limit
+
+
+def _combination_problems(
+    model_args: ModelArguments, data_args: DataArguments, budget_args: BudgetArguments,
+    training_args: TrainingArguments, given: set[str], hub_push: HubPushSettings | None,
+) -> list[str]:
+    """Every flag that cannot act in the combination given, as an error naming both flags."""
+    problems = []
+
+    def cannot_act(flags: tuple[str, ...], reason: str) -> None:
+        problems.extend(f"--{flag} {reason}" for flag in flags if flag in given)
+
+    if budget_args.use_early_stopping and not budget_args.do_validation:
+        problems.append("--use_early_stopping stops on the validation loss: add --do_validation, or drop "
+                        "--use_early_stopping")
+    if not budget_args.use_early_stopping:
+        cannot_act(("early_stop_time", "early_stop_eval_loss"), "only applies with --use_early_stopping: add it, or "
+                   "drop the flag")
+    if not budget_args.do_validation:
+        cannot_act(("validation_epochs", "validation_epochs_begin", "validation_epochs_end",
+                    "validation_begin_proportion", "validation_end_proportion"),
+                   "schedules validation, which runs only with --do_validation: add it, or drop the flag")
+    if budget_args.lr_schedule == "step":
+        cannot_act(("curve", "warmup_proportion", "decay_rate", "decay_step"),
+                   "shapes the time-based learning rate, and --lr_schedule step uses --lr_scheduler_type: drop one")
+    elif budget_args.curve == "linear":
+        cannot_act(("decay_rate", "decay_step"), "applies to --curve exp, not --curve linear: drop one")
+    if budget_args.lr_schedule == "time" and training_args.warmup_steps:
+        problems.append("--warmup_steps is ignored by --lr_schedule time: use --warmup_proportion")
+    if hub_push is None:
+        cannot_act(("hub_push_timeout", "hub_push_timeout_on_preemption", "hub_model_id", "hub_private_repo"),
+                   "only applies with --push_to_hub: add it, or drop the flag")
+    if data_args.dataset_path:
+        cannot_act(("num_shards",), "applies to raw text prepared on the fly; --dataset_path has the shards "
+                   "prepare_data.py wrote: drop one")
+    if budget_args.overwrite_output_dir and training_args.resume_from_checkpoint is not None:
+        problems.append(f"--overwrite_output_dir starts afresh and --resume_from_checkpoint "
+                        f"{training_args.resume_from_checkpoint} resumes: give one")
+    if model_args.tokenizer_name is None and not data_args.dataset_path and not model_args.model_name_or_path:
+        problems.append("No tokenizer: give --tokenizer_name (a Hub name or a folder), or --dataset_path from "
+                        "prepare_data.py, which saves its tokenizer")
+    no_split = data_args.has_source and data_args.validation_proportion == 0 and not data_args.validation_file
+    if budget_args.do_validation and no_split and not data_args.dataset_name:
+        problems.append("--do_validation with --validation_proportion 0 and no --validation_file: there is no "
+                        "validation data; give a validation proportion or file, or drop --do_validation")
+    return problems
+
+
+def _prepared_metadata(
+    data_args: DataArguments, model_args: ModelArguments, budget_args: BudgetArguments
+) -> PreparedDataMetadata | None:
+    """The metadata of `--dataset_path` (a small JSON file), checked against the flags that depend on it."""
+    if not data_args.dataset_path:
+        return None
+    try:
+        metadata = load_prepared_metadata(data_args.dataset_path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    problems = []
+    if model_args.tokenizer_name is None and not os.path.isdir(os.path.join(data_args.dataset_path, TOKENIZER_DIR)):
+        problems.append(f"--dataset_path {data_args.dataset_path} has no {TOKENIZER_DIR}/ folder to take the "
+                        "tokenizer from: give --tokenizer_name, or prepare the data again with prepare_data.py")
+    if budget_args.do_validation and metadata.validation_examples == 0:
+        problems.append(f"--do_validation: --dataset_path {data_args.dataset_path} has no validation split "
+                        "(prepared with --validation_proportion 0): prepare it with one, or drop --do_validation")
+    raise_problems(problems)
+    return metadata
+
+
+def _check_sequence_length(
+    config: PretrainedConfig, metadata: PreparedDataMetadata | None, model_args: ModelArguments
+) -> None:
+    positions = getattr(config, "max_position_embeddings", None)
+    if metadata is not None and positions is not None and metadata.max_seq_length > positions:
+        fresh = model_args.source_flag.startswith("--model_type")
+        flag = "--max_position_embeddings" if fresh else model_args.source_flag
+        raise UsageError(f"{flag} allows {positions} positions and the --dataset_path examples have "
+                         f"{metadata.max_seq_length} tokens: allow more positions, or prepare shorter examples")
+
+
+def deepspeed_cpu_fp16() -> bool:
+    """Whether DeepSpeed's CPU accelerator runs fp16 on this machine (it needs oneDNN's fp16 kernels)."""
+    from deepspeed.accelerator import get_accelerator  # deferred: DeepSpeed takes seconds to import
+
+    return bool(get_accelerator().is_fp16_supported())
