@@ -1,6 +1,7 @@
 """Complete-checkpoint detection, resume resolution, rotation, the output folder checks, the resume command."""
 
 import errno
+import hashlib
 import json
 import logging
 import shlex
@@ -38,7 +39,9 @@ def test_marked_checkpoint_is_complete_and_records_every_file(tmp_path):
     folder = write_checkpoint(tmp_path, 4)
     assert incompleteness(folder) is None
     marker = json.loads((folder / COMPLETE_MARKER).read_text())
-    assert marker == {"global_step": 4, "files": {"global_step/optim_states.pt": 10, "model.safetensors": 104}}
+    assert marker["global_step"] == 4
+    assert marker["files"] == {"global_step/optim_states.pt": 10, "model.safetensors": 104}
+    assert marker["sha256"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in marker["files"]}
     assert not list(folder.glob(".*partial"))
 
 

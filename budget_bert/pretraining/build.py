@@ -53,7 +53,7 @@ from trainer_callbacks import (
     TimeBasedLRCallback,
     ValidationScheduleCallback,
 )
-from trainer_callbacks.checkpoints import failed_save_message
+from trainer_callbacks.checkpoints import CheckpointSaveError, failed_save_message
 
 
 logger = logging.get_logger(__name__)
@@ -243,11 +243,16 @@ class Pretraining:
             return self.trainer.train(resume_from_checkpoint=self.args.training.resume_from_checkpoint)
         except Exception as error:
             # A checkpoint save that failed (a full disk, a lost permission): the previous checkpoint is intact.
-            saving = self.trainer.control.should_save
+            # CheckpointSaveError: it failed in another process, which told this one.
+            saving = self.trainer.control.should_save or isinstance(error, CheckpointSaveError)
             output_dir, step = self.args.training.output_dir, self.trainer.state.global_step
             message = failed_save_message(output_dir, step, error) if saving else None
             if message is None:
                 raise
+            if not isinstance(error, CheckpointSaveError):
+                # The other processes wait for this one's part of the checkpoint: they stop now, not at a timeout.
+                callbacks = self.trainer.callback_handler.callbacks
+                next(cb for cb in callbacks if isinstance(cb, CompleteCheckpointCallback)).report_failed_save()
             raise ExpectedError(message) from error
 
     def finish(self, result: TrainOutput) -> None:
