@@ -3,6 +3,7 @@
 import pytest
 from huggingface_hub import ModelCard
 
+from budget_bert.cli import UsageError
 from budget_bert.hub.model_card import ModelCardInfo, write_model_card
 from budget_bert.hub.push import PushArguments, main
 from trainer_callbacks import SnapshotInfo
@@ -84,6 +85,6 @@ def test_invalid_arguments_name_the_flag(run_dir, tmp_path, arguments, problem):
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UsageError) as error:
         PushArguments(hub_model_id=REPO, snapshot_dirs=[str(tmp_path), str(tmp_path)], branch="b", max_attempts=0)
-    assert str(error.value).count("\n  ") == 4
+    assert len(error.value.problems) == 4

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from budget_bert.hub import push
+from budget_bert.hub.pusher import PUSH_RECORD_NAME
 from budget_bert.pretraining.resume import EXIT_PREEMPTED
 from trainer_callbacks.snapshots import RUN_ARGUMENTS_FILE, SNAPSHOTS_DIR, SnapshotInfo, snapshot_name
 from hub_server import HUB_TOKEN, hub_env, hub_server  # noqa: F401 - fixtures
@@ -70,7 +71,12 @@ def run_mlm(data, output_dir: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    """The files a branch mirrors: the folder's, less its record of where it was pushed."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != PUSH_RECORD_NAME
+    }
 
 
 def assert_snapshots_on_their_branches(hub, output_dir: Path) -> None:

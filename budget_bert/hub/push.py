@@ -6,7 +6,8 @@
 Each snapshot goes to the branch named after its folder, `end` to `main` as well, exactly as during training;
 the folder is pushed as it is, with the model card written into it when it was snapshotted (a folder without
 a README.md gets a card from its config and its `snapshot_info.json`). The token comes from `--hub_token`,
-`HF_TOKEN` or `hf auth login`. Exits with status 1 if a snapshot could not be pushed.
+`HF_TOKEN` or `hf auth login`. Exits with status 1 if a snapshot could not be pushed, 2 (with one line per
+problem) for bad arguments or folders.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from budget_bert.hub.model_card import MODEL_CARD_NAME, ModelCardInfo
-from budget_bert.hub.pusher import SnapshotPusher
-from trainer_callbacks.snapshots import SNAPSHOTS_DIR, SnapshotInfo, snapshot_folders
+from budget_bert.cli import UsageError, json_file_argv, raise_problems, run_cli, setup_logging
+from budget_bert.hub.pusher import SnapshotPusher, default_card_info
+from trainer_callbacks.snapshots import SNAPSHOT_INFO_FILE, SNAPSHOTS_DIR, snapshot_folders
 
 
 @dataclass
@@ -70,8 +71,7 @@ class PushArguments:
         ]
         if self.max_attempts < 1:
             problems.append(f"--max_attempts must be at least 1, got {self.max_attempts}.")
-        if problems:
-            raise ValueError("Invalid push arguments:\n  " + "\n  ".join(problems))
+        raise_problems(problems)
 
     def snapshot_folders(self) -> list[Path]:
         """The snapshot folders to push, in order (a run's snapshots sorted by name, `end` last)."""
@@ -82,7 +82,15 @@ class PushArguments:
 
 def main(argv: list[str] | None = None) -> int:
     """Push the snapshots named on the command line; returns the exit status (0: all pushed)."""
-    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
+    setup_logging(logging.INFO)
+    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=json_file_argv(argv))
+    cards = {}
+    for folder in args.snapshot_folders():
+        try:
+            cards[folder] = default_card_info(folder)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"{folder}: its {SNAPSHOT_INFO_FILE} is unreadable ({error}); push a folder that a "
+                             "run wrote, or give it a README.md model card") from None
     pusher = SnapshotPusher(
         args.hub_model_id,
         token=args.hub_token,
@@ -90,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         max_attempts=args.max_attempts,
         backoff_seconds=args.backoff_seconds,
     )
-    for folder in args.snapshot_folders():
-        # A folder without a card gets one from its own description (snapshot_info.json).
-        card_info = None if (folder / MODEL_CARD_NAME).is_file() else ModelCardInfo(snapshot=SnapshotInfo.load(folder))
+    for folder, card_info in cards.items():
         pusher.submit(folder, branch=args.branch, also_main=args.also_main, card_info=card_info)
     report = pusher.close(timeout=args.timeout)
     for job in report.pushed:
@@ -101,6 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("budget_bert").setLevel(logging.INFO)
-    sys.exit(main())
+    sys.exit(run_cli("python -m budget_bert.hub.push", main))

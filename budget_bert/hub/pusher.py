@@ -4,7 +4,9 @@ Training hands each snapshot folder to `SnapshotPusher.submit`, which writes the
 and returns at once; a single daemon thread creates the repo and the branch and uploads the folder with
 huggingface_hub (`create_repo`, `create_branch`, `upload_folder`). A failed push is retried with exponential
 backoff while the other snapshots go ahead; at the end, `close(timeout)` waits a bounded time and lists what
-did not land, with the command that pushes it later.
+did not land, with the command that pushes it later. Each snapshot that landed records where in a file of its
+folder (`.hub_pushed.json`, never uploaded), so a resumed run pushes what an earlier, preempted run left behind
+(`submit_unpushed`).
 
 transformers' own `Trainer.push_to_hub` does not fit: it pushes the whole `output_dir` to one revision and
 waits for the previous push before the next one, so a slow Hub would stall training.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
+import os
 import shlex
 import threading
 import time
@@ -22,12 +26,11 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-from transformers import TrainingArguments
 from transformers.utils import logging
 
-from budget_bert.hub.model_card import ModelCardInfo, write_model_card
+from budget_bert.hub.model_card import MODEL_CARD_NAME, ModelCardInfo, write_model_card
 from budget_bert.hub.redaction import install_log_redaction, redact_text
-from trainer_callbacks.snapshots import END_SNAPSHOT_NAME
+from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, SnapshotInfo, snapshot_folders
 
 
 logger = logging.get_logger(__name__)
@@ -35,6 +38,37 @@ logger = logging.get_logger(__name__)
 PUSH_COMMAND = "python -m budget_bert.hub.push"
 # Statuses worth retrying among the 4xx: timeout, conflict (concurrent operation), locked, rate limited.
 _RETRYABLE_CLIENT_STATUSES = (408, 409, 423, 429)
+PUSH_RECORD_NAME = ".hub_pushed.json"
+"""The file of a snapshot folder that lists the `repo_id@branch` revisions it was pushed to."""
+
+
+def pushed_revisions(snapshot_dir: str | Path) -> set[str]:
+    """The `repo_id@branch` revisions the snapshot folder was pushed to (none for a folder replaced since)."""
+    try:
+        return set(json.loads(Path(snapshot_dir, PUSH_RECORD_NAME).read_text())["pushed"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _same_repo(recorded: str, repo_id: str) -> bool:
+    # A repo named without its namespace is in the token owner's: `bert-24h` is the `me/bert-24h` the Hub returned.
+    return recorded == repo_id or ("/" not in repo_id and recorded.split("/", 1)[-1] == repo_id)
+
+
+def is_pushed(snapshot_dir: str | Path, repo_id: str, branch: str) -> bool:
+    """Whether the snapshot folder landed on `repo_id@branch` (as recorded in its `.hub_pushed.json`)."""
+    return any(
+        _same_repo(recorded, repo_id) and pushed_branch == branch
+        for recorded, _, pushed_branch in (revision.rpartition("@") for revision in pushed_revisions(snapshot_dir))
+    )
+
+
+def default_card_info(snapshot_dir: str | Path) -> ModelCardInfo | None:
+    """What to write as the card of a snapshot pushed after the fact: nothing if it has one, else a card from
+    its own description (`snapshot_info.json`)."""
+    if Path(snapshot_dir, MODEL_CARD_NAME).is_file():
+        return None
+    return ModelCardInfo(snapshot=SnapshotInfo.load(snapshot_dir))
 
 
 @dataclass
@@ -87,9 +121,9 @@ def is_retryable(error: BaseException) -> bool:
 class SnapshotPusher:
     """Pushes snapshot folders to one Hub model repo from a background thread, retrying failures with backoff.
 
-    Create it on the main process only (`from_training_args` does that check). Each snapshot goes to a branch
+    Create it on the main process only. Each snapshot goes to a branch
     named after its folder (`marker-0.50`); the `end` snapshot also goes to `main`. Every branch mirrors its
-    folder: files that are not in the folder are deleted from the branch.
+    folder (less the folder's `.hub_pushed.json`): files that are not in the folder are deleted from the branch.
 
     Args:
         repo_id: the model repo, `namespace/name` (or `name`, in the token owner's namespace).
@@ -138,18 +172,6 @@ class SnapshotPusher:
         self._worker = threading.Thread(target=self._work, name="hub-snapshot-pusher", daemon=True)
         self._worker.start()
 
-    @classmethod
-    def from_training_args(cls, args: TrainingArguments, **kwargs) -> SnapshotPusher | None:
-        """A pusher for `--push_to_hub --hub_model_id --hub_token --hub_private_repo`, on the main process only.
-
-        Returns None when `args.push_to_hub` is off or this is not the main process. Without `--hub_model_id`
-        the repo is named after `output_dir`, as the Trainer does. Keyword arguments go to the constructor.
-        """
-        if not args.push_to_hub or args.process_index != 0:
-            return None
-        repo_id = args.hub_model_id or Path(args.output_dir).absolute().name
-        return cls(repo_id, token=args.hub_token, private=args.hub_private_repo, **kwargs)
-
     def submit(
         self,
         snapshot_dir: str | Path,
@@ -180,6 +202,19 @@ class SnapshotPusher:
             heapq.heappush(self._queue, (time.monotonic(), next(self._order), PushJob(snapshot_dir, branch, also_main)))
             self._condition.notify_all()
         logger.info(f"Queued snapshot {snapshot_dir.name} for {self.repo_id}@{branch}.")
+
+    def submit_unpushed(self, run_dir: str | Path) -> list[Path]:
+        """Queue every snapshot of the run in `run_dir` that has not landed in this repo, on its own branch (and
+        `main` for `end`): what an earlier, preempted run of it left unpushed. Returns the folders queued."""
+        folders = []
+        for folder in snapshot_folders(run_dir):
+            branches = [folder.name] + (["main"] if folder.name == END_SNAPSHOT_NAME else [])
+            if not all(is_pushed(folder, self.repo_id, branch) for branch in branches):
+                self.submit(folder, card_info=default_card_info(folder))
+                folders.append(folder)
+        if folders:
+            logger.info(f"Pushing {len(folders)} snapshot(s) an earlier run of {run_dir} left unpushed.")
+        return folders
 
     def close(self, timeout: float | None = 600.0) -> PushReport:
         """Wait up to `timeout` seconds (None: no limit) for the queued pushes, then report and stop.
@@ -275,7 +310,15 @@ class SnapshotPusher:
                 revision=branch,
                 commit_message=f"Snapshot {job.snapshot_dir.name}",
                 delete_patterns="*",
+                ignore_patterns=PUSH_RECORD_NAME,
             )
+            self._record_push(job.snapshot_dir, branch)
+
+    def _record_push(self, snapshot_dir: Path, branch: str) -> None:
+        revisions = sorted(pushed_revisions(snapshot_dir) | {f"{self.repo_id}@{branch}"})
+        partial = snapshot_dir / f"{PUSH_RECORD_NAME}.partial"
+        partial.write_text(json.dumps({"pushed": revisions}, indent=2) + "\n")
+        os.replace(partial, snapshot_dir / PUSH_RECORD_NAME)
 
     def _log_report(self, report: PushReport) -> None:
         for job in report.pushed:

@@ -307,6 +307,9 @@ def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = No
     pusher = None
     if args.hub_push is not None and args.training.process_index == 0:
         pusher = SnapshotPusher(args.hub_push.repo_id, token=args.hub_push.token, private=args.hub_push.private)
+        if args.training.resume_from_checkpoint is not None:
+            # What a preempted run could not push before it had to exit goes first.
+            pusher.submit_unpushed(args.training.output_dir)
     trainer = None
     on_snapshot = None
     if pusher is not None:
