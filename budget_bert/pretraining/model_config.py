@@ -21,14 +21,15 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from budget_bert import BudgetBertConfig
 from budget_bert.cli import UsageError
+from budget_bert.pretraining.recipe import default_intermediate_size
 
 
 BUDGET_BERT_TYPES = (BudgetBertConfig.model_type, "bert-mlm")
 """`--model_type` values that mean BudgetBert (`bert-mlm` is the seed's name)."""
 BUDGET_BERT_SHAPE_FLAGS = (
-    "hidden_act", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "encoder_ln_mode", "layer_norm_type",
-    "max_position_embeddings",
+    "hidden_act", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "mlp_type",
+    "position_embedding_type", "linear_bias", "norm_bias", "qk_norm", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "encoder_ln_mode", "layer_norm_type", "max_position_embeddings",
 )
 """The flags that shape a fresh BudgetBert (each a `BudgetBertConfig` field of the same name)."""
 _SPECIAL_TOKEN_IDS = ("pad_token_id", "cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")
@@ -96,8 +97,11 @@ def build_model_config(
 
     if fresh_budget_bert:
         overrides = parse_config_overrides(config_overrides, BudgetBertConfig()) if config_overrides else {}
+        values = {**shape, **overrides}
+        if values.get("intermediate_size") is None:
+            values["intermediate_size"] = default_intermediate_size(values["hidden_size"], values["mlp_type"])
         try:
-            return BudgetBertConfig(**{**shape, **overrides})
+            return BudgetBertConfig(**values)
         except ValueError as error:
             raise UsageError(_config_problems(error, overrides)) from None
     source = sources[0] if sources else f"--model_type {model_type}"

@@ -28,6 +28,7 @@ from budget_bert.cli import CheckedArguments, UsageError, json_file_argv, raise_
 from budget_bert.data.data_arguments import TextDataArguments
 from budget_bert.data.loading import load_prepared_metadata
 from budget_bert.data.metadata import TOKENIZER_DIR, PreparedDataMetadata
+from budget_bert.hub.redaction import redact_secrets
 from budget_bert.pretraining.model_config import (
     BUDGET_BERT_SHAPE_FLAGS,
     BUDGET_BERT_TYPES,
@@ -36,9 +37,17 @@ from budget_bert.pretraining.model_config import (
     meta_model,
 )
 from budget_bert.pretraining.output_dir import check_output_dir, checkpoint_bytes
+from budget_bert.pretraining.recipe import RECIPE, recipe_value
+from budget_bert.pretraining.replay import (
+    ReplaySchedule,
+    data_conditions,
+    load_replay_schedule,
+    run_conditions,
+    schedule_flags,
+)
 from trainer_callbacks.checkpoints import resolve_resume_checkpoint
-from trainer_callbacks.lr_curves import CURVES
-from trainer_callbacks.snapshots import snapshot_name
+from trainer_callbacks.lr_curves import COOLDOWN_SHAPES, CURVES, DEFAULT_COOLDOWN_PROPORTION, DEFAULT_COOLDOWN_SHAPE
+from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, snapshot_name
 
 
 logger = logging.get_logger(__name__)
@@ -49,6 +58,8 @@ UNBOUNDED_MAX_STEPS = 10**12
 LONGEST_LIKELY_BUDGET_HOURS = 24 * 365
 
 _DS_CONFIG_FROM_FLAGS = "__from_flags__"
+COMMAND_LINE_RECORD = "command_line"
+"""The key of the command line in `PretrainingArguments.run_arguments()` (and so in `run_arguments.json`)."""
 
 
 @dataclass
@@ -89,10 +100,37 @@ class ModelArguments:
     hidden_size: int = field(default=768, metadata={"help": "BudgetBert: width of the encoder."})
     num_hidden_layers: int = field(default=12, metadata={"help": "BudgetBert: number of encoder layers."})
     num_attention_heads: int = field(default=12, metadata={"help": "BudgetBert: attention heads per layer."})
-    intermediate_size: int = field(default=3072, metadata={"help": "BudgetBert: width of the feed-forward layers."})
-    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "BudgetBert: dropout on hidden states."})
+    intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "BudgetBert: width of the feed-forward layer; with --mlp_type glu, of each of its two "
+                  "halves (so 2/3 of an ungated width has the same parameters). Default: 4 x --hidden_size for "
+                  "'mlp', 2/3 of that (rounded up to a multiple of 8) for 'glu'."},
+    )
+    mlp_type: str = field(
+        default=recipe_value("mlp_type"),
+        metadata={"help": "BudgetBert: 'glu' (gated: GeGLU with --hidden_act gelu, SwiGLU with silu) or 'mlp' "
+                  "(BERT's)."},
+    )
+    position_embedding_type: str = field(
+        default=recipe_value("position_embedding_type"),
+        metadata={"help": "BudgetBert: 'rope' (rotary, no position table) or 'absolute' (BERT's learned table)."},
+    )
+    linear_bias: bool = field(
+        default=recipe_value("linear_bias"),
+        metadata={"help": "BudgetBert: biases in the encoder's, MLM head's and pooler's linear layers (BERT: True)."},
+    )
+    norm_bias: bool = field(
+        default=recipe_value("norm_bias"), metadata={"help": "BudgetBert: LayerNorm biases (BERT: True)."}
+    )
+    qk_norm: bool = field(
+        default=False, metadata={"help": "BudgetBert: RMSNorm of each head's queries and keys before attention."}
+    )
+    hidden_dropout_prob: float = field(
+        default=recipe_value("hidden_dropout_prob"), metadata={"help": "BudgetBert: dropout on hidden states."}
+    )
     attention_probs_dropout_prob: float = field(
-        default=0.1, metadata={"help": "BudgetBert: dropout on attention weights."}
+        default=recipe_value("attention_probs_dropout_prob"),
+        metadata={"help": "BudgetBert: dropout on attention weights."},
     )
     encoder_ln_mode: str = field(
         default="pre-ln",
@@ -136,7 +174,9 @@ class DataArguments(TextDataArguments):
         metadata={"help": "Shards of on-the-fly prepared data (--train_file/--dataset_name). One shard is the "
                   "seed's 'epoch' for --validation_epochs and --num_epochs_between_checkpoints."},
     )
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked (dynamically)."})
+    mlm_probability: float = field(
+        default=recipe_value("mlm_probability"), metadata={"help": "Share of tokens masked (dynamically)."}
+    )
     max_predictions_per_seq: int | None = field(
         default=None, metadata={"help": "At most this many masked tokens per sequence (seed flag)."}
     )
@@ -186,7 +226,14 @@ class BudgetArguments(CheckedArguments):
         metadata={"help": "'time': LR is a function of the elapsed share of the budget; 'step': the usual "
                   "--lr_scheduler_type schedules over --max_steps."},
     )
-    curve: str = field(default="linear", metadata={"help": "Time-based LR decay after warmup: 'linear' or 'exp'."})
+    curve: str = field(
+        default=recipe_value("curve"),
+        metadata={"help": "Time-based LR curve after the warmup: 'linear' or 'exp' decay, or 'wsd' (warmup-stable-"
+                  "decay): the peak LR until the last --cooldown_proportion of the budget, then a cooldown to 0. With "
+                  "wsd, every --finetune_time_markers marker also keeps a training checkpoint "
+                  "(marker_checkpoints/), which python -m budget_bert.cooldown turns into the model of a shorter "
+                  "budget."},
+    )
     decay_rate: float = field(
         default=0.99, metadata={"help": "--curve exp: the LR is multiplied by this every --decay_step hours."}
     )
@@ -195,7 +242,19 @@ class BudgetArguments(CheckedArguments):
         metadata={"help": "--curve exp: hours per --decay_rate factor (the seed's default, 1000, is practically "
                   "constant; e.g. --decay_rate 0.5 --decay_step 6 halves the LR every 6 hours)."},
     )
-    warmup_proportion: float = field(default=0.06, metadata={"help": "Share of the budget spent warming up the LR."})
+    warmup_proportion: float = field(
+        default=recipe_value("warmup_proportion"), metadata={"help": "Share of the budget spent warming up the LR."}
+    )
+    cooldown_proportion: float = field(
+        default=DEFAULT_COOLDOWN_PROPORTION,
+        metadata={"help": "--curve wsd: share of the budget, at its end, over which the LR cools down to 0 (in Hägele "
+                  "et al. 2024, a cooldown over a fifth of training matches a cosine schedule over all of it)."},
+    )
+    cooldown_shape: str = field(
+        default=DEFAULT_COOLDOWN_SHAPE,
+        metadata={"help": "--curve wsd: shape of the cooldown, 'linear', '1-sqrt' (1 - sqrt of the cooldown's "
+                  "progress; better than linear in Hägele et al. 2024) or 'cosine'."},
+    )
     do_validation: bool = field(default=False, metadata={"help": "Run validation during pretraining (seed flag)."})
     validation_epochs: int = field(default=3, metadata={"help": "Validate every this many shards."})
     validation_epochs_begin: int = field(default=1, metadata={"help": "... every this many at the start."})
@@ -215,6 +274,12 @@ class BudgetArguments(CheckedArguments):
     num_epochs_between_checkpoints: int | None = field(
         default=None, metadata={"help": "Save a training checkpoint (resumable) every this many shards."}
     )
+    end_snapshot_name: str = field(
+        default=END_SNAPSHOT_NAME,
+        metadata={"help": "Name of the finetuning snapshot saved at the end of training: its folder under "
+                  "finetune_snapshots/ and its Hub branch ('end' also goes to main). A cooldown names it "
+                  "cooldown-budget-<B>h."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Start afresh, with the whole budget, even if --output_dir holds checkpoints of an earlier "
@@ -233,6 +298,13 @@ class BudgetArguments(CheckedArguments):
         default=30.0,
         metadata={"help": "The same wait when a SIGTERM/SIGINT stopped the run: a scheduler's grace period is short "
                   "(SLURM's KillWait is 30 s by default), and the checkpoint comes first."},
+    )
+    replay_schedule_from: str | None = field(
+        default=None,
+        metadata={"help": "Replay a recorded run step for step instead of measuring time: its --output_dir, a "
+                  "snapshot folder, or a Hub repo with an optional @revision (e.g. me/bert-24h@end), holding "
+                  "budget_schedule.json. Give the recorded run's flags: the learning rate, validations, markers and "
+                  "the stop then come at its steps, whatever the speed of this hardware."},
     )
 
     def problems(self) -> list[str]:
@@ -261,6 +333,16 @@ class BudgetArguments(CheckedArguments):
             problems.append(f"--decay_step must be > 0 hours, got {self.decay_step}")
         if not 0 <= self.warmup_proportion < 1:
             problems.append(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if not 0 < self.cooldown_proportion <= 1:
+            problems.append(f"--cooldown_proportion must be in (0, 1], got {self.cooldown_proportion}")
+        elif self.curve == "wsd" and self.warmup_proportion + self.cooldown_proportion > 1:
+            problems.append(
+                f"--warmup_proportion {self.warmup_proportion} and --cooldown_proportion {self.cooldown_proportion} "
+                "add up to more than the budget: make them add up to at most 1"
+            )
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            problems.append(f"--cooldown_shape {self.cooldown_shape}: use {', '.join(map(repr, COOLDOWN_SHAPES))}")
+        problems += self._end_snapshot_problems()
         if not self.early_stop_time >= 0:
             problems.append(f"--early_stop_time must be >= 0 minutes, got {self.early_stop_time}")
         problems += self._marker_problems()
@@ -275,6 +357,18 @@ class BudgetArguments(CheckedArguments):
                 f"--num_epochs_between_checkpoints must be >= 1 shards, got {self.num_epochs_between_checkpoints}"
             )
         return problems
+
+    def _end_snapshot_problems(self) -> list[str]:
+        name = self.end_snapshot_name
+        if not name or name.startswith(".") or Path(name).name != name:
+            return [f"--end_snapshot_name {name!r}: give a folder name (not starting with a dot, no slashes)"]
+        try:
+            markers = self.markers
+        except ValueError:
+            return []  # reported by _marker_problems
+        if name in map(snapshot_name, markers):
+            return [f"--end_snapshot_name {name} is the name of a --finetune_time_markers snapshot: give another"]
+        return []
 
     def _marker_problems(self) -> list[str]:
         if not self.finetune_time_markers:
@@ -570,15 +664,48 @@ class PretrainingArguments:
     hub_push: HubPushSettings | None
     save_total_limit: int | None
     flags: list[str]
+    replay: ReplaySchedule | None = None
 
-    def run_arguments(self) -> dict[str, dict[str, Any]]:
-        """The run's own dataclasses as plain dicts, keyed by class name, for snapshots and reports."""
-        return {type(a).__name__: dataclasses.asdict(a) for a in (self.model, self.data, self.budget)}
+    def run_arguments(self) -> dict[str, Any]:
+        """
+        The run's own dataclasses as plain dicts, keyed by class name, and its command line (`run_mlm.py` and its
+        flags, secrets redacted: what a cooldown replays), for snapshots, marker checkpoints and reports.
+        """
+        arguments: dict[str, Any] = {
+            type(a).__name__: dataclasses.asdict(a) for a in (self.model, self.data, self.budget)
+        }
+        arguments[COMMAND_LINE_RECORD] = redact_secrets(["run_mlm.py", *self.flags])
+        return arguments
+
+    def schedule(self) -> dict[str, Any]:
+        """The flags that shape the run's schedule: recorded with it, and compared by a replay."""
+        return schedule_flags(self.budget, self.training.learning_rate)
+
+    def conditions(self) -> dict[str, Any]:
+        """What one optimizer step means (global batch, its split, the data): recorded, and compared by a replay."""
+        training = self.training
+        return run_conditions(
+            global_batch_size(training), training.world_size, training.per_device_train_batch_size,
+            training.gradient_accumulation_steps, data_conditions(self.metadata, self.data),
+        )
+
+
+def global_batch_size(training_args: TrainingArguments) -> int:
+    """Examples per optimizer step over all processes."""
+    return (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size
+    )
 
 
 def build_parser() -> HfArgumentParser:
     """The `run_mlm.py` parser: every dataclass above plus TrainingArguments, with help on every flag."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
+    # The recipe's TrainingArguments defaults (the LR, the optimizer's settings) replace transformers' own; the
+    # recipe's other defaults are the dataclass fields' own.
+    training_fields = {f.name for f in fields(TrainingArguments)}
+    parser.set_defaults(**{flag: item.value for flag, item in RECIPE.items() if flag in training_fields})
     parser.prog = "run_mlm.py"
     parser.description = (
         "Pretrain a masked language model (BudgetBert, or any masked LM that AutoModelForMaskedLM knows) inside a "
@@ -645,7 +772,7 @@ def parse_pretraining_args(argv: list[str] | None = None) -> PretrainingArgument
         raise UsageError(str(error)) from None
     if budget_args.project_name:
         os.environ.setdefault("WANDB_PROJECT", budget_args.project_name)
-    return PretrainingArguments(
+    args = PretrainingArguments(
         model=model_args,
         data=data_args,
         budget=budget_args,
@@ -656,6 +783,8 @@ def parse_pretraining_args(argv: list[str] | None = None) -> PretrainingArgument
         save_total_limit=save_total_limit,
         flags=argv,
     )
+    args.replay = load_replay_schedule(args)
+    return args
 
 
 def _take_over_hub_push_and_rotation(hf: dict[str, Any]) -> tuple[HubPushSettings | None, int | None]:
@@ -695,10 +824,15 @@ def _combination_problems(
                     "validation_begin_proportion", "validation_end_proportion"),
                    "schedules validation, which runs only with --do_validation: add it, or drop the flag")
     if budget_args.lr_schedule == "step":
-        cannot_act(("curve", "warmup_proportion", "decay_rate", "decay_step"),
+        cannot_act(("curve", "warmup_proportion", "decay_rate", "decay_step", "cooldown_proportion", "cooldown_shape"),
                    "shapes the time-based learning rate, and --lr_schedule step uses --lr_scheduler_type: drop one")
-    elif budget_args.curve == "linear":
-        cannot_act(("decay_rate", "decay_step"), "applies to --curve exp, not --curve linear: drop one")
+    else:
+        if budget_args.curve != "exp":
+            cannot_act(("decay_rate", "decay_step"),
+                       f"applies to --curve exp, not --curve {budget_args.curve}: drop one")
+        if budget_args.curve != "wsd":
+            cannot_act(("cooldown_proportion", "cooldown_shape"),
+                       f"applies to --curve wsd, not --curve {budget_args.curve}: drop one")
     if budget_args.lr_schedule == "time" and training_args.warmup_steps:
         problems.append("--warmup_steps is ignored by --lr_schedule time: use --warmup_proportion")
     if hub_push is None:
