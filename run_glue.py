@@ -31,7 +31,7 @@ from budget_bert.glue.glue_data import (
     tokenize,
 )
 from budget_bert.glue.metrics import build_compute_metrics, headline_metric, metric_names
-from budget_bert.glue.model import load_finetuning_tokenizer, load_model
+from budget_bert.glue.model import labels_for_model, load_finetuning_tokenizer, load_model
 from budget_bert.glue.runtime import (
     build_collator,
     early_stopping,
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raw = load_raw_datasets(data_args, task, model_args.cache_dir)
         columns = text_columns(raw, task)
         check_columns(raw, columns, data_args, task)
-        labels = infer_labels(raw, task)
+        labels = labels_for_model(model_args, infer_labels(raw, task))
+        headline = headline_metric(task, labels, training_args.metric_for_best_model)
         tokenizer = load_finetuning_tokenizer(model_args)
         model = load_model(model_args, labels)
     except ValueError as error:
@@ -65,9 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with training_args.main_process_first(desc="tokenizing"):
         data = tokenize(raw, tokenizer, columns, labels, data_args)
 
-    training_args, callbacks = early_stopping(
-        training_args, finetune_args, headline_metric(task, labels.is_regression)
-    )
+    training_args, callbacks = early_stopping(training_args, finetune_args, headline)
     train_set = pick_splits(data, (("train", ""),), data_args.max_train_samples).get("")
     eval_sets = pick_splits(data, eval_splits(task), data_args.max_eval_samples)
     trainer = Trainer(
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_dataset=eval_sets.get("") if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=build_collator(tokenizer, data_args, training_args),
-        compute_metrics=build_compute_metrics(metric_names(task, labels.is_regression), labels.is_regression),
+        compute_metrics=build_compute_metrics(metric_names(task, labels), labels.is_regression),
         callbacks=callbacks,
     )
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
+from budget_bert.glue.glue_data import LabelSpec
 from budget_bert.glue.metrics import build_compute_metrics, compute_scores, glue_metrics, headline_metric, metric_names
 from budget_bert.glue.tasks import GLUE_AVERAGE_TASKS, GLUE_TASKS, get_task
 
@@ -22,6 +23,10 @@ TARGETS = [2.0, 5.0, 4.0, 9.0]
 PEARSON = 10 / math.sqrt(5 * 26)  # sum of products 10, sums of squares 5 and 26
 SPEARMAN = 1 - 6 * 2 / (4 * (4**2 - 1))  # ranks of y: 1 3 2 4, squared rank differences sum to 2
 MSE = (1 + 9 + 1 + 25) / 4
+
+BINARY = LabelSpec(False, ("0", "1"), {0: 0, 1: 1})
+THREE_CLASSES = LabelSpec(False, ("a", "b", "c"), {"a": 0, "b": 1, "c": 2})
+REGRESSION = LabelSpec(True, None, None)
 
 
 def test_classification_metrics_match_hand_computed_values():
@@ -54,11 +59,17 @@ def test_compute_metrics_takes_the_argmax_of_logits_or_the_regression_output():
 
 
 def test_metric_choice_for_tasks_and_local_data():
-    assert metric_names(get_task("qqp"), False) == ("accuracy", "f1")
-    assert headline_metric(get_task("qqp"), False) == "f1"
-    assert headline_metric(get_task("stsb"), True) == "spearmanr"
-    assert headline_metric(get_task("cola"), False) == "matthews_correlation"
-    assert metric_names(None, True) == ("mse",) and metric_names(None, False) == ("accuracy",)
+    assert metric_names(get_task("qqp"), BINARY) == ("accuracy", "f1")
+    assert headline_metric(get_task("qqp"), BINARY) == "f1"
+    assert headline_metric(get_task("stsb"), REGRESSION) == "spearmanr"
+    assert headline_metric(get_task("cola"), BINARY) == "matthews_correlation"
+    assert metric_names(None, REGRESSION) == ("mse",)
+    assert metric_names(None, BINARY) == ("accuracy", "f1", "matthews_correlation")
+    assert metric_names(None, THREE_CLASSES) == ("accuracy",)
+    assert headline_metric(None, BINARY, "eval_matthews_correlation") == "matthews_correlation"
+    with pytest.raises(ValueError, match="--metric_for_best_model f1: this run reports no such metric; pick one "
+                                         "of accuracy, loss"):
+        headline_metric(None, THREE_CLASSES, "f1")
     assert all(task.headline in task.metrics for task in GLUE_TASKS.values())
 
 

@@ -3,8 +3,8 @@
 These are the functions HuggingFace's `glue` metric wraps (`evaluate.load("glue", task)` fetches that
 wrapper's code from the Hub, which an offline machine cannot do), with the same keys and values:
 accuracy, binary F1 (positive class 1), Matthews correlation, Pearson and Spearman correlation.
-Local data sets without a GLUE task get HuggingFace run_glue's defaults: accuracy, or mean squared error
-for regression.
+Local data sets without a GLUE task get accuracy, F1 and Matthews correlation for two classes (as MRPC, QQP and
+CoLA report them), accuracy for more (HuggingFace run_glue's default), and mean squared error for regression.
 """
 
 from collections.abc import Callable
@@ -14,6 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import EvalPrediction
 
+from budget_bert.glue.glue_data import LabelSpec
 from budget_bert.glue.tasks import GlueTask
 
 
@@ -54,16 +55,37 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 LOWER_IS_BETTER = frozenset({"mse"})
 
 
-def metric_names(task: GlueTask | None, is_regression: bool) -> tuple[str, ...]:
-    """The metrics reported for `task`, or HuggingFace run_glue's defaults for data without a GLUE task."""
+_BINARY_METRICS = ("accuracy", "f1", "matthews_correlation")
+
+
+def metric_names(task: GlueTask | None, labels: LabelSpec) -> tuple[str, ...]:
+    """The metrics reported for `task`, or for data without a GLUE task, those its labels call for."""
     if task is not None:
         return task.metrics
-    return ("mse",) if is_regression else ("accuracy",)
+    if labels.is_regression:
+        return ("mse",)
+    return _BINARY_METRICS if labels.num_labels == 2 else ("accuracy",)
 
 
-def headline_metric(task: GlueTask | None, is_regression: bool) -> str:
-    """The metric that ranks runs and drives early stopping (see `budget_bert.glue.tasks`)."""
-    return task.headline if task is not None else metric_names(None, is_regression)[0]
+def headline_metric(task: GlueTask | None, labels: LabelSpec, metric_for_best_model: str | None = None) -> str:
+    """The metric that selects the best model and drives early stopping: `--metric_for_best_model` (as in
+    HuggingFace, with or without its `eval_` prefix) when given, else the task's headline (`budget_bert.glue.tasks`)
+    or the first metric of the data's.
+
+    Raises:
+        ValueError: `--metric_for_best_model` names no metric this run reports (the choices are listed).
+    """
+    names = metric_names(task, labels)
+    if metric_for_best_model is None:
+        return task.headline if task is not None else names[0]
+    chosen = metric_for_best_model.removeprefix("eval_")
+    choices = (*names, *(("combined_score",) if len(names) > 1 else ()), "loss")
+    if chosen not in choices:
+        raise ValueError(
+            f"--metric_for_best_model {metric_for_best_model}: this run reports no such metric; pick one of "
+            f"{', '.join(choices)}"
+        )
+    return chosen
 
 
 def compute_scores(names: tuple[str, ...], predictions, references) -> dict[str, float]:

@@ -4,7 +4,8 @@ Works for any Auto-class model and for budget-bert snapshots, either with `budge
 registers its Auto classes) or through the snapshot's saved code with `--trust_remote_code`. A pretraining
 snapshot (masked-LM head) gets a newly initialised classification head: transformers' load report lists
 those weights as MISSING, which is expected. A model that already has a classification head for a different
-number of labels is refused unless `--ignore_mismatched_sizes`.
+number of labels is refused unless `--ignore_mismatched_sizes`; a model whose head has named labels that include
+every label of the data keeps its head and its label ids (`labels_for_model`).
 """
 
 from transformers import (
@@ -15,9 +16,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from transformers.utils import logging
+
 from budget_bert.data.tokenization import load_tokenizer
 from budget_bert.glue.glue_arguments import ModelArguments
 from budget_bert.glue.glue_data import LabelSpec
+
+
+logger = logging.get_logger(__name__)
 
 
 def _hub_kwargs(model_args: ModelArguments) -> dict:
@@ -27,6 +33,11 @@ def _hub_kwargs(model_args: ModelArguments) -> dict:
         "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }
+
+
+def _load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
+    path = model_args.config_name or model_args.model_name_or_path
+    return AutoConfig.from_pretrained(path, **kwargs, **_hub_kwargs(model_args))
 
 
 def load_finetuning_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
@@ -39,6 +50,41 @@ def load_finetuning_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizer
 def has_classification_head(config: PretrainedConfig) -> bool:
     """Whether the saved weights include a sequence-classification head (a finetuned model)."""
     return any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
+
+
+def head_label_names(config: PretrainedConfig) -> tuple[str, ...] | None:
+    """The class names of the saved classification head in id order; `None` without a head, or for a head whose
+    labels were never named (transformers' default `LABEL_0`, `LABEL_1`, ...)."""
+    if not has_classification_head(config) or not config.id2label:
+        return None
+    names = tuple(str(config.id2label[index]) for index in sorted(config.id2label, key=int))
+    return None if names == tuple(f"LABEL_{index}" for index in range(len(names))) else names
+
+
+def labels_for_model(model_args: ModelArguments, labels: LabelSpec) -> LabelSpec:
+    """The label set to finetune or evaluate with: the model's own when its head knows every label of the data.
+
+    A finetuned model evaluated on a file that holds only some of its classes (or lists them in another order)
+    keeps its head and its ids, as HuggingFace run_glue does: the data's own label set would not fit the head,
+    and `--ignore_mismatched_sizes` would replace it with a newly initialised one whose scores mean nothing.
+    Names are compared without case. Otherwise (no named head, regression, labels the head does not know) the
+    data's label set, `labels`, is returned.
+    """
+    if labels.is_regression:
+        return labels
+    names = head_label_names(_load_config(model_args))
+    if names is None:
+        return labels
+    model_ids = {name.lower(): index for index, name in enumerate(names)}
+    unknown = [name for name in labels.names if name.lower() not in model_ids]
+    if unknown:
+        logger.warning(
+            f"{model_args.model_name_or_path} was finetuned on the labels {list(names)}, which do not include "
+            f"{unknown} of the data: its classification head does not fit this data."
+        )
+        return labels
+    to_id = {value: model_ids[labels.names[index].lower()] for value, index in labels.to_id.items()}
+    return LabelSpec(False, names, to_id)
 
 
 def check_head(config: PretrainedConfig, labels: LabelSpec, model_args: ModelArguments) -> None:
@@ -55,20 +101,18 @@ def check_head(config: PretrainedConfig, labels: LabelSpec, model_args: ModelArg
 
 def load_model(model_args: ModelArguments, labels: LabelSpec) -> PreTrainedModel:
     """A sequence-classification model for `labels`, with `id2label`/`label2id` and the problem type set."""
-    config_path = model_args.config_name or model_args.model_name_or_path
-    check_head(AutoConfig.from_pretrained(config_path, **_hub_kwargs(model_args)), labels, model_args)
+    check_head(_load_config(model_args), labels, model_args)
     label_kwargs = {}
     if not labels.is_regression:
         label_kwargs = {
             "id2label": dict(enumerate(labels.names)),
             "label2id": {name: index for index, name in enumerate(labels.names)},
         }
-    config = AutoConfig.from_pretrained(
-        config_path,
+    config = _load_config(
+        model_args,
         num_labels=labels.num_labels,
         problem_type="regression" if labels.is_regression else "single_label_classification",
         **label_kwargs,
-        **_hub_kwargs(model_args),
     )
     return AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path,

@@ -1,4 +1,4 @@
-"""The steps of run_glue.py around the Trainer: logging, resuming, collating, early stopping, training,
+"""The steps of run_glue.py around the Trainer: resuming, collating, early stopping, training,
 evaluating, predicting, saving results.
 
 `all_results.json` (train and evaluation metrics together) is written last, in one piece, so its presence
@@ -6,15 +6,11 @@ marks a finished run; the GLUE sweep relies on that to skip finished runs.
 """
 
 import json
-import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import datasets
 import numpy as np
-import transformers
 from datasets import Dataset, DatasetDict
 from transformers import (
     DataCollatorWithPadding,
@@ -35,21 +31,6 @@ from budget_bert.glue.metrics import LOWER_IS_BETTER
 logger = hf_logging.get_logger(__name__)
 
 RESULTS_FILE = "all_results.json"
-
-
-def setup_logging(training_args: TrainingArguments) -> None:
-    """Log to stdout at `--log_level` on the main process (`--log_level_replica` elsewhere), as HF examples do."""
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    level = training_args.get_process_log_level()
-    logging.getLogger("budget_bert").setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
 
 
 def find_resume_checkpoint(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
