@@ -38,6 +38,7 @@ from trainer_callbacks import (
     ValidationScheduleCallback,
 )
 from trainer_callbacks.checkpoints import mark_complete
+from trainer_callbacks.schedule_record import ScheduleRecord
 from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, prepared_data  # noqa: F401 - fixture
 
 
@@ -437,6 +438,13 @@ def resumes(args) -> bool:
     return args.training.resume_from_checkpoint is not None
 
 
+def write_schedule_record(tmp_path) -> str:
+    """A recorded schedule that any tiny run may replay (its record holds no flags or conditions to compare)."""
+    record = ScheduleRecord(elapsed_ticks=[0, 1_000_000], runs=[{"start_step": 0, "budget_seconds": 86400.0,
+                                                                  "schedule": {}, "conditions": {}}])
+    return str(record.save(tmp_path))
+
+
 # Each BudgetArguments flag: flags given with it (beyond a 24-hour tiny run), and the effect that proves it acts.
 PUSH = ("--push_to_hub", "--hub_model_id", "me/run")
 BUDGET_FLAG_EFFECTS = {
@@ -447,6 +455,8 @@ BUDGET_FLAG_EFFECTS = {
     "decay_rate": (("--curve", "exp"), lr_factors),
     "decay_step": (("--curve", "exp", "--decay_rate", "0.5"), lr_factors),
     "warmup_proportion": ((), lr_factors),
+    "cooldown_proportion": (("--curve", "wsd"), lr_factors),
+    "cooldown_shape": (("--curve", "wsd"), lr_factors),
     "do_validation": ((), validation_intervals),
     "validation_epochs": (("--do_validation",), validation_intervals),
     "validation_epochs_begin": (("--do_validation",), validation_intervals),
@@ -458,10 +468,12 @@ BUDGET_FLAG_EFFECTS = {
     "early_stop_eval_loss": (("--do_validation", "--use_early_stopping"), stops_on_eval),
     "finetune_time_markers": ((), lambda args: one(started(args)[2], FinetuneSnapshotCallback).markers),
     "num_epochs_between_checkpoints": ((), checkpoint_every),
+    "end_snapshot_name": ((), lambda args: one(started(args)[2], FinetuneSnapshotCallback).end_name),
     "overwrite_output_dir": ((), resumes),
     "project_name": ((), lambda args: os.environ.get("WANDB_PROJECT")),
     "hub_push_timeout": (PUSH, lambda args: args.budget.push_timeout(interrupted=False)),
     "hub_push_timeout_on_preemption": (PUSH, lambda args: args.budget.push_timeout(interrupted=True)),
+    "replay_schedule_from": ((), lambda args: args.replay and args.replay.record.last_step),
 }
 BUDGET_FLAG_VALUES = {
     "total_training_time": "2", "early_exit_time_marker": "12", "lr_schedule": None, "curve": None,
@@ -470,7 +482,9 @@ BUDGET_FLAG_VALUES = {
     "validation_begin_proportion": "0.01", "validation_end_proportion": "0.001", "use_early_stopping": True,
     "early_stop_time": "60", "early_stop_eval_loss": "5", "finetune_time_markers": "0.5",
     "num_epochs_between_checkpoints": "3", "overwrite_output_dir": True, "project_name": "budget-runs",
-    "hub_push_timeout": "7", "hub_push_timeout_on_preemption": "3",
+    "replay_schedule_from": write_schedule_record,  # a value written in the test's folder
+    "hub_push_timeout": "7", "hub_push_timeout_on_preemption": "3", "cooldown_proportion": "0.5",
+    "cooldown_shape": "cosine", "end_snapshot_name": "final",
 }
 
 
@@ -491,6 +505,8 @@ def test_each_budget_flag_acts(flag, prepared_data, tmp_path, monkeypatch):
     given = [] if BUDGET_FLAG_VALUES[flag] is None else [f"--{flag}"]
     if isinstance(BUDGET_FLAG_VALUES[flag], str):
         given.append(BUDGET_FLAG_VALUES[flag])
+    elif callable(BUDGET_FLAG_VALUES[flag]):
+        given.append(BUDGET_FLAG_VALUES[flag](tmp_path))
     without = [token for token in base if token not in ("--lr_schedule", "step", "--curve", "exp")
                ] if BUDGET_FLAG_VALUES[flag] is None else base
     default = effect(parse_pretraining_args(without))

@@ -1,13 +1,21 @@
 """Replaying a recorded budget run step for step, whatever the speed: the stock Trainer with the callbacks library,
 then `run_mlm.py --replay_schedule_from` on the tiny pretraining preset."""
 
+import json
+import shutil
+
 import pytest
 import torch
 from huggingface_hub import HfApi
+from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, Trainer, TrainerCallback, TrainingArguments
 
+from budget_bert.cli import UsageError
+from budget_bert.hub.model_card import ModelCardInfo, write_model_card
+from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
 from budget_bert.pretraining.replay import ReplaySchedule, run_conditions
 from hub_server import hub_env, hub_server  # noqa: F401 - fixtures
+from pretraining_fixtures import TINY_MODEL_FLAGS, SteppingTime, import_run_mlm, prepared_data  # noqa: F401
 from trainer_callbacks import (
     BudgetCallback,
     BudgetClock,
@@ -18,7 +26,7 @@ from trainer_callbacks import (
     ValidationScheduleCallback,
 )
 from trainer_callbacks.schedule_record import SCHEDULE_FILE, ScheduleRecord, ScheduleRecordCallback
-from trainer_callbacks.snapshots import load_snapshots
+from trainer_callbacks.snapshots import SnapshotInfo, load_snapshots
 
 
 BUDGET = 100.0
@@ -160,6 +168,23 @@ def test_a_preempted_replay_resumes_on_the_recorded_schedule(original, tmp_path)
     assert_same_weights(resumed.model, trainer.model)
 
 
+def test_the_record_of_a_snapshot_replays_the_run_up_to_the_snapshot(original, tmp_path):
+    _, original_dir = original
+    snapshot = original_dir / "finetune_snapshots" / "marker-0.30"
+    record = ScheduleRecord.load(snapshot)
+    assert record.stop_step is None and record.last_step == SnapshotInfo.load(snapshot).global_step
+    time = ManualTime()
+
+    replay = budget_trainer(tmp_path, record.replay_clock(time_fn=time), time, lambda step: 1.0)
+    replay.train()
+
+    assert replay.state.global_step == record.last_step
+    saved = load_file(snapshot / "model.safetensors")
+    for name, tensor in replay.model.state_dict().items():
+        if name in saved:
+            torch.testing.assert_close(tensor, saved[name], msg=name)
+
+
 def test_a_replay_refuses_to_start_outside_its_record(tmp_path):
     # Recorded from a resume at step 5 of a run that had no record before: a fresh start cannot replay it.
     record = ScheduleRecord(elapsed_ticks=[50_000_000, 60_000_000], first_step=5, runs=[{"budget_seconds": BUDGET}])
@@ -198,11 +223,9 @@ def test_a_replay_on_other_processes_or_data_says_so_and_goes_on():
     assert replay.notices(run_conditions(64, 2, 32, 1, {"a": 1})) == []
 
 
-def test_a_record_without_a_stop_is_replayed_up_to_its_end():
+def test_a_record_without_a_stop_says_the_replay_stops_at_its_end():
     replay = recorded(stop_step=None)
     assert "ends at step 3 without a stop" in replay.notices(run_conditions(64, 2, 32, 1, {"a": 1}))[0]
-    assert replay.stop_seconds(3600.0) == 3.0
-    assert recorded().stop_seconds(3600.0) == 3600.0
 
 
 def test_loads_from_a_run_folder_a_snapshot_a_checkpoint_and_names_the_flag_otherwise(original, tmp_path):
@@ -230,3 +253,90 @@ def test_loads_from_a_hub_branch(original, hub_env):
     assert replay.record == ScheduleRecord.load(original_dir)
     with pytest.raises(ValueError, match="cannot download budget_schedule.json from the Hub"):
         ReplaySchedule.load("fake-user/bert-24h", token=hub_env.token)  # main has no schedule
+
+
+# --- run_mlm.py --replay_schedule_from ---------------------------------------------------------------------------
+
+
+def mlm_argv(data, output_dir, *extra) -> list[str]:
+    """A tiny run of a few seconds: time-based LR, validation every shard, two markers, a log per step."""
+    return [
+        "--dataset_path", str(data.dataset), "--output_dir", str(output_dir), *TINY_MODEL_FLAGS,
+        "--total_training_time", "0.001", "--lr", "1e-3", "--warmup_proportion", "0.1", "--do_validation",
+        "--validation_epochs", "1", "--finetune_time_markers", "0.4,0.8", "--per_device_train_batch_size", "8",
+        "--logging_steps", "1", "--disable_tqdm", "true", "--seed", "0", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def mlm_original(prepared_data, tmp_path_factory):
+    """run_mlm.py on the real clock, 3.6 s of budget."""
+    output_dir = tmp_path_factory.mktemp("mlm") / "original"
+    import_run_mlm().main(mlm_argv(prepared_data, output_dir))
+    return output_dir
+
+
+def mlm_learning_rates(output_dir) -> dict[int, float]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["learning_rate"] for entry in history if "learning_rate" in entry}
+
+
+@pytest.mark.parametrize("seconds_per_read", [0.001, 30.0], ids=["sped-up", "slowed"])
+def test_run_mlm_replays_a_real_clock_run_step_for_step(prepared_data, mlm_original, tmp_path, seconds_per_read):
+    record = ScheduleRecord.load(mlm_original)
+    assert record.stop_step > 5 and len(record.validation_steps) >= 2
+    argv = mlm_argv(prepared_data, tmp_path / "replay", "--replay_schedule_from", str(mlm_original))
+    clock = ReplaySchedule.load(str(mlm_original)).clock(time_fn=SteppingTime(seconds_per_read))
+
+    import_run_mlm().main(argv, clock=clock)
+
+    replay_dir = tmp_path / "replay"
+    replayed = ScheduleRecord.load(replay_dir)
+    assert replayed.stop_step == record.stop_step
+    assert replayed.elapsed_ticks == record.elapsed_ticks
+    assert replayed.validation_steps == record.validation_steps
+    assert replayed.snapshot_steps == record.snapshot_steps
+    assert set(record.snapshot_steps) == {"marker-0.40", "marker-0.80", "end"}
+    assert mlm_learning_rates(replay_dir) == mlm_learning_rates(mlm_original)
+    original, replay = load_file(mlm_original / "model.safetensors"), load_file(replay_dir / "model.safetensors")
+    assert original.keys() == replay.keys()
+    for name in original:
+        torch.testing.assert_close(replay[name], original[name], msg=name)
+
+
+def test_run_mlm_refuses_a_replay_with_other_flags_or_another_global_batch(prepared_data, mlm_original, tmp_path):
+    replay = ["--replay_schedule_from", str(mlm_original)]
+    argv = mlm_argv(prepared_data, tmp_path / "out", "--warmup_proportion", "0.2", *replay)
+    with pytest.raises(UsageError, match=r"--warmup_proportion 0.2 \(recorded: 0.1\)"):
+        parse_pretraining_args(argv)
+    argv = mlm_argv(prepared_data, tmp_path / "out", "--per_device_train_batch_size", "4", *replay)
+    with pytest.raises(UsageError, match="took 8 examples per optimizer step, this run 4"):
+        parse_pretraining_args(argv)
+    # The same global batch in another split is a replay.
+    argv = mlm_argv(prepared_data, tmp_path / "out", "--per_device_train_batch_size", "4",
+                    "--gradient_accumulation_steps", "2", *replay)
+    assert parse_pretraining_args(argv).replay.record == ScheduleRecord.load(mlm_original)
+
+
+def test_the_model_card_summarises_the_schedule_and_how_to_replay_it(original, tmp_path):
+    trainer, original_dir = original
+    snapshot = shutil.copytree(original_dir / "finetune_snapshots" / "end", tmp_path / "end")
+    record = ScheduleRecord.load(snapshot)
+
+    card = write_model_card(snapshot, ModelCardInfo(), repo_id="me/bert-24h", branch="end", also_main=True).read_text()
+
+    stop = record.stop_step
+    assert f"| Optimizer steps recorded | 0 to {stop:,}, the run stopped at step {stop:,} |" in card
+    first, last = record.validation_steps[0], record.validation_steps[-1]
+    assert f"| Validations | {len(record.validation_steps)}, at steps {first} to {last} |" in card
+    marker_30, marker_60 = record.snapshot_steps["marker-0.30"], record.snapshot_steps["marker-0.60"]
+    assert f"| Snapshots | `marker-0.30` at step {marker_30}, `marker-0.60` at step {marker_60}, `end` at step {stop}" in card
+    assert "| Learning rate | not recorded |" in card  # this test's record has no learning-rate flags
+    assert "--replay_schedule_from me/bert-24h@end" in card
+
+
+def test_a_run_mlm_snapshot_card_names_its_learning_rate_schedule_and_batch(mlm_original, tmp_path):
+    snapshot = shutil.copytree(mlm_original / "finetune_snapshots" / "end", tmp_path / "end")
+    card = write_model_card(snapshot, ModelCardInfo(), repo_id="me/tiny", branch="end", also_main=True).read_text()
+    assert "| Learning rate | linear curve of the budget used, 10% warmup, peak 0.001 |" in card
+    assert "| Global batch | 8 examples per step, 1 process(es) |" in card

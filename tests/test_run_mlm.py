@@ -159,9 +159,12 @@ def test_resume_continues_the_budget_the_lr_and_the_markers(first_run, resumed_r
     assert logs and logs[0]["step"] == checkpoint_step + 1
     # The clock goes on from the saved seconds, not from zero ...
     assert logs[0]["budget_elapsed_hours"] * 3600 >= saved_elapsed
-    # ... and the first resumed step runs at the rate of the budget used when the first run saved.
+    # ... and the first resumed step runs at the rate of the budget read after the first run's last step, as it
+    # would have without the stop.
+    last_reading = saved["attributes"]["reading_seconds"]
+    assert last_reading <= saved_elapsed
     assert logs[0]["learning_rate"] == pytest.approx(
-        LEARNING_RATE * lr_factor(saved_elapsed / (BUDGET_HOURS * 3600), WARMUP, "linear"), rel=1e-6
+        LEARNING_RATE * lr_factor(last_reading / (BUDGET_HOURS * 3600), WARMUP, "linear"), rel=1e-6
     )
     # The budget, not the early exit marker, ends the resumed run, at the first step past it.
     elapsed = elapsed_by_step(logs)

@@ -9,7 +9,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
-from trainer_callbacks.clock import BudgetClock
+from trainer_callbacks.clock import BudgetClock, ReplayClock
 from trainer_callbacks.exported_state import RestoresOwnState, restore_exported_attributes, saved_attributes
 
 
@@ -27,6 +27,10 @@ class BudgetCallback(RestoresOwnState, ExportableState):
 
     The clock runs from train begin to train end, so evaluations and checkpoint writing count against the budget;
     process start-up, data preparation and model building before `trainer.train()` do not.
+
+    With a [`~trainer_callbacks.clock.ReplayClock`] the stop comes where it came in the recorded run, since the clock
+    reads the recorded time; a record that ends before its run stopped (one saved with a snapshot) stops the replay at
+    its last step.
 
     The seconds used are exported into `trainer_state.json` of every checkpoint (`stateful_callbacks`); when the
     Trainer resumes from a checkpoint, the clock continues from them. Leave
@@ -68,13 +72,22 @@ class BudgetCallback(RestoresOwnState, ExportableState):
 
     def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         elapsed = self.clock.tick()
-        if elapsed >= self.stop_seconds and not control.should_training_stop:
+        if control.should_training_stop:
+            return control
+        if elapsed >= self.stop_seconds:
             control.should_training_stop = True
             control.should_save = True
             logger.info(
                 f"Budget spent at step {state.global_step + 1}: {elapsed / 3600:.4g} h used of "
                 f"{self.clock.budget_seconds / 3600:.4g} h ({self.clock.remaining / 3600:.4g} h left); stopping "
                 "and saving a checkpoint."
+            )
+        elif isinstance(self.clock, ReplayClock) and self.clock.steps >= self.clock.last_step:
+            control.should_training_stop = True
+            control.should_save = True
+            logger.info(
+                f"The replayed schedule ends at step {self.clock.steps}, {elapsed / 3600:.4g} h into the "
+                f"{self.clock.budget_seconds / 3600:.4g} h budget; stopping and saving a checkpoint."
             )
         return control
 

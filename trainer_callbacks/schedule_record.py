@@ -231,6 +231,7 @@ class ScheduleRecordCallback(RestoresOwnState, ExportableState):
         self.replay_of = replay_of
         self.record = ScheduleRecord()
         self._training = False
+        self._output_dir: str | None = None
 
     def state(self) -> dict:
         return {"args": {}, "attributes": self.record.to_dict()}
@@ -264,6 +265,7 @@ class ScheduleRecordCallback(RestoresOwnState, ExportableState):
             }
         )
         self._training = True
+        self._output_dir = args.output_dir if args.should_save else None
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.record.record_step(state.global_step, self.clock.elapsed)
@@ -301,6 +303,8 @@ class ScheduleRecordCallback(RestoresOwnState, ExportableState):
             )
 
     def save_into_snapshot(self, folder: Path, info: SnapshotInfo) -> None:
-        """Note the snapshot `info` and write the record, up to its step, into its folder `folder`."""
+        """Note the snapshot `info`; write the record, up to its step, into its folder `folder` and `output_dir`."""
         self.record.snapshot_steps[info.name] = info.global_step
         self.record.save(folder)
+        if self._output_dir is not None:
+            self.record.save(self._output_dir)

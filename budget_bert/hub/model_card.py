@@ -25,6 +25,7 @@ from safetensors import safe_open
 from transformers import TrainerState
 
 from budget_bert.hub.redaction import redact_secrets
+from trainer_callbacks.schedule_record import SCHEDULE_FILE, ScheduleRecord
 from trainer_callbacks.snapshots import SnapshotInfo
 
 
@@ -107,6 +108,60 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _learning_rate_schedule(schedule: dict[str, Any]) -> str | None:
+    if "learning_rate" not in schedule:
+        return None
+    peak = f"peak {schedule['learning_rate']:g}"
+    if schedule.get("lr_schedule") == "step":
+        return f"by optimizer steps (`--lr_scheduler_type`), {peak}"
+    described = f"{schedule.get('curve')} curve of the budget used, {schedule.get('warmup_proportion', 0):.0%} warmup"
+    if schedule.get("curve") == "wsd":
+        cooldown = schedule.get("cooldown_proportion", 0)
+        described += f", {schedule.get('cooldown_shape')} cooldown over the last {cooldown:.0%}"
+    return f"{described}, {peak}"
+
+
+def _steps(steps: list[int]) -> str | None:
+    if not steps:
+        return None
+    return f"{len(steps)}, at steps {steps[0]:,} to {steps[-1]:,}" if len(steps) > 1 else f"1, at step {steps[0]:,}"
+
+
+def schedule_section(snapshot_dir: str | os.PathLike, repo_id: str, branch: str) -> str:
+    """
+    The card's summary of the schedule recorded in the snapshot (`budget_schedule.json`), with the flag that replays
+    it; empty for a snapshot without one.
+    """
+    try:
+        record = ScheduleRecord.load(Path(snapshot_dir) / SCHEDULE_FILE)
+    except ValueError:
+        return ""
+    run = record.runs[-1] if record.runs else {}
+    conditions = run.get("conditions", {})
+    batch, processes = conditions.get("global_batch_size"), conditions.get("world_size")
+    stop = f", the run stopped at step {record.stop_step:,}" if record.stop_step is not None else ""
+    rows = [
+        ("Learning rate", _learning_rate_schedule(run.get("schedule", {}))),
+        ("Optimizer steps recorded", f"{record.first_step:,} to {record.last_step:,}{stop}"),
+        ("Validations", _steps(record.validation_steps)),
+        ("Snapshots", ", ".join(f"`{name}` at step {step:,}" for name, step in record.snapshot_steps.items()) or None),
+        ("Training checkpoints", _steps(record.checkpoint_steps)),
+        ("Global batch", None if batch is None else f"{batch:,} examples per step, {processes} process(es)"),
+        ("Resumed", f"{len(record.runs) - 1} time(s)" if record.runs else None),
+    ]
+    if run.get("replay_of"):
+        rows.append(("Replay of", f"`{run['replay_of']}`"))
+    return f"""
+## Schedule
+
+{_table(rows)}
+
+`{SCHEDULE_FILE}` on this branch records the budget clock's reading after every optimizer step. To replay the run
+step for step on other hardware (the learning rate, validations, markers and the stop at the same steps, whatever its
+speed), run its command line below with `--replay_schedule_from {repo_id}@{branch}`.
+"""
+
+
 def render_model_card(
     info: ModelCardInfo, *, snapshot_dir: str | os.PathLike, repo_id: str, branch: str, also_main: bool
 ) -> ModelCard:
@@ -173,6 +228,7 @@ This snapshot was taken {moment}; it is on the {where} of this repository.
 
 {_table(training_rows)}
 
+{schedule_section(snapshot_dir, repo_id, branch)}
 ## Architecture
 
 {_table(architecture_rows)}

@@ -38,7 +38,12 @@ from budget_bert.hub.model_card import ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
 from budget_bert.hub.redaction import redact_secrets
 from budget_bert.pretraining.model_config import config_for_tokenizer
-from budget_bert.pretraining.pretraining_arguments import BudgetArguments, DataArguments, PretrainingArguments
+from budget_bert.pretraining.pretraining_arguments import (
+    BudgetArguments,
+    DataArguments,
+    PretrainingArguments,
+    global_batch_size,
+)
 from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command
 from trainer_callbacks import (
     BudgetCallback,
@@ -54,6 +59,7 @@ from trainer_callbacks import (
     ValidationScheduleCallback,
 )
 from trainer_callbacks.checkpoints import CheckpointSaveError, failed_save_message
+from trainer_callbacks.schedule_record import ScheduleRecordCallback
 
 
 logger = logging.get_logger(__name__)
@@ -113,15 +119,6 @@ def build_model(args: PretrainingArguments, tokenizer: PreTrainedTokenizerBase) 
     return AutoModelForMaskedLM.from_config(config, trust_remote_code=remote)
 
 
-def global_batch_size(training_args: TrainingArguments) -> int:
-    """Examples per optimizer step over all processes."""
-    return (
-        training_args.per_device_train_batch_size
-        * training_args.gradient_accumulation_steps
-        * training_args.world_size
-    )
-
-
 def build_budget_callbacks(
     clock: BudgetClock,
     budget_args: BudgetArguments,
@@ -129,14 +126,19 @@ def build_budget_callbacks(
     run_arguments: dict,
     on_snapshot: Callable[[Path, SnapshotInfo], None] | None = None,
     save_total_limit: int | None = None,
+    recorder: ScheduleRecordCallback | None = None,
 ) -> list[TrainerCallback]:
     """
     One callback per budget concern, all reading `clock`, and the crash-safety ones (clean stop on SIGTERM/SIGINT,
     complete checkpoints, rotation keeping at most `save_total_limit`). The progress bar is added by `build_trainer`.
-    Every value was checked when the flags were parsed.
+    Every value was checked when the flags were parsed. `recorder` records the schedule: it comes right after the
+    budget callback, and copies the record into each snapshot before `on_snapshot` sees it.
     """
+    if recorder is not None:
+        on_snapshot = _record_then(recorder, on_snapshot)
     callbacks: list[TrainerCallback] = [
         BudgetCallback(clock, stop_after_seconds=budget_args.stop_seconds),
+        *([recorder] if recorder is not None else []),
         PreemptionCallback(clock),
         CompleteCheckpointCallback(save_total_limit),
         # Always on for its NaN/inf check; the eval-loss threshold only with --use_early_stopping.
@@ -174,6 +176,17 @@ def build_budget_callbacks(
     if budget_args.num_epochs_between_checkpoints is not None:
         callbacks.append(ShardCheckpointCallback(shard_steps, budget_args.num_epochs_between_checkpoints))
     return callbacks
+
+
+def _record_then(
+    recorder: ScheduleRecordCallback, on_snapshot: Callable[[Path, SnapshotInfo], None] | None
+) -> Callable[[Path, SnapshotInfo], None]:
+    def record_then(path: Path, info: SnapshotInfo) -> None:
+        recorder.save_into_snapshot(path, info)
+        if on_snapshot is not None:
+            on_snapshot(path, info)
+
+    return record_then
 
 
 def build_trainer(
@@ -284,7 +297,8 @@ class Pretraining:
 def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = None) -> Pretraining:
     """
     Load the tokenizer and the data, build the model, the budget callbacks and the Trainer. `clock` is the budget
-    clock to run on (tests pass one on a manual time source); by default a real-time one of the parsed budget.
+    clock to run on (tests pass one on a manual time source); by default a real-time one of the parsed budget, or
+    with `--replay_schedule_from` the one that replays the recorded schedule.
 
     Raises:
         UsageError: data that does not fit the flags (missing, empty, another vocabulary).
@@ -303,7 +317,11 @@ def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = No
 
     if clock is not None and clock.budget_seconds != args.budget.budget_seconds:
         raise ValueError(f"The clock's budget, {clock.budget_seconds} s, is not --total_training_time's.")
-    clock = clock or BudgetClock(args.budget.budget_seconds)
+    if clock is None:
+        clock = args.replay.clock() if args.replay else BudgetClock(args.budget.budget_seconds)
+    recorder = ScheduleRecordCallback(
+        clock, args.schedule(), args.conditions(), replay_of=args.replay.source if args.replay else None
+    )
     pusher = None
     if args.hub_push is not None and args.training.process_index == 0:
         pusher = SnapshotPusher(args.hub_push.repo_id, token=args.hub_push.token, private=args.hub_push.private)
@@ -316,7 +334,7 @@ def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = No
         on_snapshot = snapshot_pusher_hook(pusher, lambda: trainer.state, args.training.world_size, sys.argv)
     callbacks = build_budget_callbacks(
         clock, args.budget, shard_steps, run_arguments=args.run_arguments(), on_snapshot=on_snapshot,
-        save_total_limit=args.save_total_limit,
+        save_total_limit=args.save_total_limit, recorder=recorder,
     )
     trainer = build_trainer(model, args.training, data, args.data, tokenizer, clock, callbacks)
     return Pretraining(args, trainer, clock, pusher)

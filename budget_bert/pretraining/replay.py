@@ -15,15 +15,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from transformers.utils import logging
 
+from budget_bert.cli import UsageError, raise_problems
 from budget_bert.data.metadata import PreparedDataMetadata
 from trainer_callbacks.clock import ReplayClock
 from trainer_callbacks.schedule_record import SCHEDULE_FILE, ScheduleRecord
+
+
+if TYPE_CHECKING:
+    from budget_bert.pretraining.pretraining_arguments import PretrainingArguments
 
 
 logger = logging.get_logger(__name__)
@@ -34,6 +39,7 @@ NOT_SCHEDULE_FLAGS = frozenset(
     {
         "overwrite_output_dir",
         "project_name",
+        "end_snapshot_name",
         "hub_push_timeout",
         "hub_push_timeout_on_preemption",
         "num_epochs_between_checkpoints",
@@ -52,18 +58,28 @@ def schedule_flags(budget_args: Any, learning_rate: float) -> dict[str, Any]:
     return {**flags, "learning_rate": learning_rate}
 
 
-def data_conditions(metadata: PreparedDataMetadata | None, text_arguments: Mapping[str, Any]) -> dict[str, Any]:
+# The flags that say which raw text is prepared on the fly, and how.
+_RAW_TEXT_FLAGS = ("dataset_name", "dataset_config_name", "train_file", "text_column", "sample_by",
+                   "validation_proportion", "validation_file", "max_seq_length", "num_shards")
+
+
+def data_conditions(metadata: PreparedDataMetadata | None, data_args: Any) -> dict[str, Any]:
     """
     What identifies the training data: for prepared data (`--dataset_path`), its sizes and a fingerprint of its
-    metadata without the paths it was made from; for raw text prepared on the fly, the arguments that prepare it.
+    metadata without the paths it was made from (`metadata_fingerprint`); for raw text prepared on the fly, the
+    flags that prepare it, with file names instead of paths.
     """
     if metadata is None:
-        return {"raw_text": dict(text_arguments)}
+        flags = {name: getattr(data_args, name, None) for name in _RAW_TEXT_FLAGS}
+        for name in ("train_file", "validation_file"):
+            flags[name] = [Path(path).name for path in flags[name]] if flags[name] else None
+        return {"raw_text": flags}
     described = asdict(metadata)
     sizes = {key: described[key] for key in ("train_examples", "train_tokens", "validation_examples", "max_seq_length")}
-    identity = {key: value for key, value in described.items() if key not in ("arguments", "versions", "tokenizer_name")}
+    paths_and_versions = ("arguments", "versions", "tokenizer_name")
+    identity = {key: value for key, value in described.items() if key not in paths_and_versions}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return {**sizes, "fingerprint": digest}
+    return {**sizes, "metadata_fingerprint": digest}
 
 
 def run_conditions(
@@ -77,6 +93,29 @@ def run_conditions(
         "gradient_accumulation_steps": accumulation_steps,
         "data": data,
     }
+
+
+def load_replay_schedule(args: PretrainingArguments) -> ReplaySchedule | None:
+    """
+    The schedule `--replay_schedule_from` names (`None` without the flag), checked against this run: a
+    `UsageError` for one this run cannot replay, a warning for each difference that leaves a step's meaning.
+    """
+    source = args.budget.replay_schedule_from
+    if source is None:
+        return None
+    try:
+        replay = ReplaySchedule.load(source, token=args.hub_push.token if args.hub_push else None)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    conditions = args.conditions()
+    raise_problems(replay.problems(args.schedule(), conditions))
+    for notice in replay.notices(conditions):
+        logger.warning(notice)
+    logger.info(
+        f"Replaying the schedule of {source}: steps {replay.record.first_step} to {replay.record.last_step}, "
+        "the budget clock reads the recorded time of each step; the real time is logged as replay_wall_hours."
+    )
+    return replay
 
 
 @dataclass
@@ -174,11 +213,11 @@ class ReplaySchedule:
                 f"The training data differs from the recorded run's (here {conditions['data']}, recorded "
                 f"{recorded['data']}): the schedule is replayed step for step, but the model will not be the same."
             )
-        budgets = {run["budget_seconds"] for run in self.record.runs}
+        budgets = sorted({run["budget_seconds"] for run in self.record.runs})
         if len(budgets) > 1:
             notices.append(
-                f"The recorded run changed its budget when it resumed ({', '.join(f'{b:g} s' for b in sorted(budgets))}): "
-                f"the replay reads every step against the latest, {self.record.budget_seconds:g} s."
+                f"The recorded run changed its budget when it resumed ({', '.join(f'{b:g} s' for b in budgets)}): the "
+                f"replay reads every step against the latest, {self.record.budget_seconds:g} s."
             )
         if self.record.stop_step is None:
             notices.append(
@@ -186,12 +225,6 @@ class ReplaySchedule:
                 "snapshot, or from a run that was interrupted or still runs): the replay stops there."
             )
         return notices
-
-    def stop_seconds(self, stop_seconds: float) -> float:
-        """The replay's stop time: the run's own, or the last recorded reading when the record ends before it."""
-        if self.record.stop_step is None:
-            return min(stop_seconds, self.record.elapsed_seconds(self.record.last_step))
-        return stop_seconds
 
     def clock(self, time_fn: Callable[[], float] = time.monotonic) -> ReplayClock:
         """The clock that replays the record; `time_fn` measures the real time, which decides nothing."""
