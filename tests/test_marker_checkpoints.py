@@ -1,13 +1,17 @@
 """Training checkpoints kept at time markers, and snapshots that neither a crash nor a full disk can lose.
 
-A tiny BERT in the stock Trainer with a clock that moves 7 s a step (the helpers of test_callbacks_trainer).
+A tiny BERT in the stock Trainer with a clock that moves 7 s a step (the helpers of test_callbacks_trainer), and
+one run_mlm.py run for the full disk's one line.
 """
 
 import errno
 import json
 
 import pytest
+from transformers import PreTrainedModel
 
+from budget_bert.cli import run_cli
+from pretraining_fixtures import TINY_MODEL_FLAGS, fake_clock, import_run_mlm, prepared_data  # noqa: F401 - fixture
 from test_callbacks_trainer import BUDGET, SECONDS_PER_STEP, AdvanceTime, first_step_at_or_past, logged, make_trainer
 from trainer_callbacks import (
     BudgetCallback,
@@ -196,3 +200,38 @@ def test_a_replaced_folder_whose_new_version_is_in_place_is_cleaned_up(tmp_path)
     restore_interrupted_replacements(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["end"]
     assert (tmp_path / "end" / "config.json").read_text() == "new"
+
+
+def test_run_mlm_ends_a_disk_full_snapshot_with_one_line_and_a_resumable_checkpoint(
+    prepared_data, tmp_path, monkeypatch, capsys  # noqa: F811 - fixture
+):
+    run_mlm = import_run_mlm()
+    argv = [
+        "--dataset_path", str(prepared_data.dataset), "--output_dir", str(tmp_path / "out"), *TINY_MODEL_FLAGS,
+        "--train_micro_batch_size_per_gpu", "8", "--total_training_time", "0.01", "--finetune_time_markers", "0.5",
+        "--disable_tqdm", "true",
+    ]
+    save = PreTrainedModel.save_pretrained
+    failed = []
+
+    def save_or_fill_the_disk(self, path, *args, **kwargs):
+        save(self, path, *args, **kwargs)
+        if SNAPSHOTS_DIR in str(path) and not failed:
+            failed.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_or_fill_the_disk)
+    with pytest.raises(SystemExit) as exited:
+        run_cli("run_mlm.py", lambda flags: run_mlm.main(flags, clock=fake_clock(flags)), argv)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("run_mlm.py:")]
+    assert "Traceback" not in err
+    checkpoint = next((tmp_path / "out").glob("checkpoint-*"))
+    assert line.startswith("run_mlm.py: error: writing the finetuning snapshot marker-0.50 failed (OSError: ")
+    assert f"saved the checkpoint {checkpoint}" in line and incompleteness(checkpoint) is None
+
+    run_mlm.main(argv, clock=fake_clock(argv))  # the same command resumes, and takes the snapshot
+    assert SnapshotInfo.load(tmp_path / "out" / SNAPSHOTS_DIR / "marker-0.50").global_step > int(
+        checkpoint.name.split("-")[1]
+    )

@@ -136,10 +136,15 @@ def restore_interrupted_replacements(root: Path) -> None:
     if not root.is_dir():
         return
     for leftover in sorted(root.glob(".*")):
-        if leftover.name.endswith(_OLD_SUFFIX) and not (root / leftover.name[1 : -len(_OLD_SUFFIX)]).exists():
-            logger.warning(f"Restoring {root / leftover.name[1 : -len(_OLD_SUFFIX)]}: a crash interrupted its replacement.")
-            leftover.rename(root / leftover.name[1 : -len(_OLD_SUFFIX)])
-        elif leftover.name.endswith((_OLD_SUFFIX, _PARTIAL_SUFFIX)) and leftover.is_dir():
+        if not leftover.is_dir():
+            continue
+        if leftover.name.endswith(_OLD_SUFFIX):
+            replaced = root / leftover.name[1 : -len(_OLD_SUFFIX)]
+            if not replaced.exists():
+                logger.warning(f"Restoring {replaced}: a crash interrupted its replacement.")
+                leftover.rename(replaced)
+                continue
+        if leftover.name.endswith((_OLD_SUFFIX, _PARTIAL_SUFFIX)):
             shutil.rmtree(leftover)
 
 

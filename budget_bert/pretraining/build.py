@@ -59,6 +59,7 @@ from trainer_callbacks import (
     ValidationScheduleCallback,
 )
 from trainer_callbacks.checkpoints import CheckpointSaveError, failed_save_message
+from trainer_callbacks.snapshots import SnapshotWriteError
 from trainer_callbacks.schedule_record import ScheduleRecordCallback
 
 
@@ -136,6 +137,7 @@ def build_budget_callbacks(
     """
     if recorder is not None:
         on_snapshot = _record_then(recorder, on_snapshot)
+    wsd = budget_args.lr_schedule == "time" and budget_args.curve == "wsd"
     callbacks: list[TrainerCallback] = [
         BudgetCallback(clock, stop_after_seconds=budget_args.stop_seconds),
         *([recorder] if recorder is not None else []),
@@ -148,7 +150,14 @@ def build_budget_callbacks(
             max_eval_loss=budget_args.early_stop_eval_loss if budget_args.use_early_stopping else float("inf"),
         ),
         FinetuneSnapshotCallback(
-            clock, budget_args.markers, run_arguments=run_arguments, redact=redact_secrets, on_snapshot=on_snapshot
+            clock,
+            budget_args.markers,
+            run_arguments=run_arguments,
+            redact=redact_secrets,
+            on_snapshot=on_snapshot,
+            # What a cooldown resumes from: a wsd run holds the peak rate there (see budget_bert.cooldown).
+            checkpoint_markers=budget_args.markers if wsd else (),
+            end_name=budget_args.end_snapshot_name,
         ),
     ]
     if budget_args.lr_schedule == "time":
@@ -159,6 +168,8 @@ def build_budget_callbacks(
                 budget_args.curve,
                 decay_rate=budget_args.decay_rate,
                 decay_interval=budget_args.decay_interval,
+                cooldown_proportion=budget_args.cooldown_proportion,
+                cooldown_shape=budget_args.cooldown_shape,
             )
         )
     if budget_args.do_validation:
@@ -243,17 +254,23 @@ def snapshot_pusher_hook(
 
 @dataclass
 class Pretraining:
-    """A pretraining run ready to train: its arguments, the Trainer, the budget clock, and the Hub pusher (if any)."""
+    """
+    A pretraining run ready to train: its arguments, the Trainer, the budget clock, the Hub pusher (if any), and the
+    command that resumes it when it is preempted (by default its own `run_mlm.py` command line).
+    """
 
     args: PretrainingArguments
     trainer: Trainer
     clock: BudgetClock
     pusher: SnapshotPusher | None
+    resume_line: str | None = None
 
     def train(self) -> TrainOutput:
         """Train (resuming from the checkpoint chosen at parse time); a failed checkpoint save is one clear line."""
         try:
             return self.trainer.train(resume_from_checkpoint=self.args.training.resume_from_checkpoint)
+        except SnapshotWriteError as error:  # a finetuning snapshot that did not fit: it names the intact checkpoint
+            raise ExpectedError(str(error)) from error
         except Exception as error:
             # A checkpoint save that failed (a full disk, a lost permission): the previous checkpoint is intact.
             # CheckpointSaveError: it failed in another process, which told this one.
@@ -277,7 +294,7 @@ class Pretraining:
         if self.clock.interrupted:
             if trainer.is_world_process_zero():
                 checkpoint = f"{self.args.training.output_dir}/{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
-                resume = resume_command("run_mlm.py", self.args.flags)
+                resume = self.resume_line or resume_command("run_mlm.py", self.args.flags)
                 print(preemption_message(trainer.state.global_step, checkpoint, self.clock, resume), flush=True)
             raise SystemExit(EXIT_PREEMPTED)
         trainer.save_model()
@@ -294,11 +311,16 @@ class Pretraining:
             torch.distributed.destroy_process_group()
 
 
-def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = None) -> Pretraining:
+def build_pretraining(
+    args: PretrainingArguments, clock: BudgetClock | None = None, resume_line: str | None = None
+) -> Pretraining:
     """
     Load the tokenizer and the data, build the model, the budget callbacks and the Trainer. `clock` is the budget
     clock to run on (tests pass one on a manual time source); by default a real-time one of the parsed budget, or
     with `--replay_schedule_from` the one that replays the recorded schedule.
+
+    `resume_line` is the command a preempted run prints to resume it (a cooldown's own command; by default
+    `run_mlm.py`'s).
 
     Raises:
         UsageError: data that does not fit the flags (missing, empty, another vocabulary).
@@ -337,4 +359,4 @@ def build_pretraining(args: PretrainingArguments, clock: BudgetClock | None = No
         save_total_limit=args.save_total_limit, recorder=recorder,
     )
     trainer = build_trainer(model, args.training, data, args.data, tokenizer, clock, callbacks)
-    return Pretraining(args, trainer, clock, pusher)
+    return Pretraining(args, trainer, clock, pusher, resume_line)

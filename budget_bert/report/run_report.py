@@ -1,12 +1,13 @@
 """The run report: plots of a pretraining run's curves and a short markdown summary, from its output folder.
 
-    python -m budget_bert.report OUTPUT_DIR [--report_dir DIR]
+    python -m budget_bert.report OUTPUT_DIR [--report_dir DIR] [--separate_runs DIR ...]
 
 It reads `trainer_state.json` (the log history, with the budget keys that `BudgetProgressCallback` adds, and the
 budget clock that `BudgetCallback` exports) and `finetune_snapshots/*/snapshot_info.json`, and writes into
 `OUTPUT_DIR/report/`: `training_loss.png`, `eval_loss.png` and `learning_rate.png` (each against elapsed time
 and against optimizer steps, with the snapshot markers drawn as vertical lines) and `report.md`. A run that
-stopped before its end is read from its last checkpoint.
+stopped before its end is read from its last checkpoint. A wsd run with cooldowns (`python -m budget_bert.cooldown`)
+also gets its budget curve, `budget_curve.png` (see `budget_bert.report.budget_curve`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from matplotlib.figure import Figure
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
+from budget_bert.cli import UsageError, run_cli
+from budget_bert.report.budget_curve import write_budget_curve
 from trainer_callbacks.budget import BudgetCallback
 from trainer_callbacks.snapshots import SNAPSHOTS_DIR, SnapshotInfo, load_snapshots
 
 
 logger = logging.get_logger(__name__)
 
+PROG = "python -m budget_bert.report"
 TRAINER_STATE_FILE = "trainer_state.json"
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
@@ -248,8 +252,12 @@ def summary_markdown(run: RunHistory, plots: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(output_dir: str | Path, report_dir: str | Path | None = None) -> Path:
-    """Write the plots and `report.md` of the run in `output_dir` into `report_dir` (default `output_dir/report`).
+def write_report(
+    output_dir: str | Path, report_dir: str | Path | None = None, separate_runs: Sequence[str | Path] = ()
+) -> Path:
+    """Write the plots and `report.md` of the run in `output_dir` into `report_dir` (default `output_dir/report`),
+    with the budget curve when the run has cooldowns (and the ends of `separate_runs` on it, see
+    `budget_bert.report.budget_curve`).
 
     Returns:
         The path of `report.md`.
@@ -263,25 +271,40 @@ def write_report(output_dir: str | Path, report_dir: str | Path | None = None) -
         if figure is not None:
             figure.savefig(report_dir / name, dpi=100)
             plots.append(name)
+    budget_curve = write_budget_curve(output_dir, report_dir, separate_runs=separate_runs)
     path = report_dir / REPORT_FILE
-    path.write_text(summary_markdown(run, plots))
+    path.write_text(summary_markdown(run, plots) + ("\n" + "\n".join(budget_curve) + "\n" if budget_curve else ""))
     logger.info(f"Wrote the run report {path} ({len(plots)} plots)")
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: `python -m budget_bert.report OUTPUT_DIR [--report_dir DIR]`."""
+def report_command(argv: list[str]) -> Path:
+    """Write the report the command line asks for and print the path of `report.md`; bad input is a `UsageError`."""
     parser = argparse.ArgumentParser(
-        prog="python -m budget_bert.report",
+        prog=PROG,
         description="Write the plots (loss, eval loss, learning rate against elapsed time and steps, snapshot "
         "markers) and the markdown summary of a run_mlm.py run.",
     )
     parser.add_argument("output_dir", help="The --output_dir of a run_mlm.py run.")
     parser.add_argument("--report_dir", default=None, help="Where to write the report (default: OUTPUT_DIR/report).")
+    parser.add_argument(
+        "--separate_runs", nargs="*", default=(),
+        help="Output folders of separate runs (other budgets, same data and flags) whose end models go on the budget "
+        "curve of a run with cooldowns, next to its cooled-down models.",
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.output_dir, args.report_dir)
-    except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+        path = write_report(args.output_dir, args.report_dir, args.separate_runs)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """
+    Command line: `python -m budget_bert.report OUTPUT_DIR [--report_dir DIR] [--separate_runs DIR ...]`; an
+    expected error ends it with one line (see `budget_bert.cli`).
+    """
+    return run_cli(PROG, report_command, argv)
 
