@@ -7,13 +7,14 @@ Hub and plot it.
 """
 
 import json
+import shlex
 import subprocess
 import sys
 
 import pytest
 
 from budget_bert.cli import UsageError
-from budget_bert.cooldown.cooldown_command import main as cooldown_main
+from budget_bert.cooldown.cooldown_command import main as cooldown_main, resume_line
 from budget_bert.cooldown.cooldown_runs import cooldown_name, plan_cooldowns
 from budget_bert.pretraining.pretraining_arguments import COMMAND_LINE_RECORD
 from budget_bert.pretraining.resume import EXIT_PREEMPTED
@@ -197,3 +198,16 @@ def test_push_to_hub_puts_the_cooled_down_model_on_a_branch_of_its_own(wsd_run, 
     assert pushed["model.safetensors"] == (cooldown.snapshot_dir / "model.safetensors").read_bytes()
     assert "model.safetensors" not in repo.files("main")  # main is for the run's own final model
     assert "0.005556" in pushed["README.md"].decode()  # the card names the equivalent budget
+
+
+@pytest.mark.parametrize(
+    "env, start",
+    [
+        ({}, ["python", "-m"]),
+        ({"TORCHELASTIC_RUN_ID": "1", "LOCAL_WORLD_SIZE": "4"}, ["torchrun", "--nproc_per_node", "4", "-m"]),
+        ({"LOCAL_SIZE": "2", "CROSS_SIZE": "1"}, ["deepspeed", "--num_gpus", "2", "--module"]),
+    ],
+)
+def test_the_resume_line_names_the_launcher_and_the_module(env, start):
+    line = resume_line(["out", "--markers", "0.4", "--local_rank=1"], env=env)
+    assert shlex.split(line) == [*start, "budget_bert.cooldown", "out", "--markers", "0.4"]

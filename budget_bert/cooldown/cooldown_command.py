@@ -82,10 +82,13 @@ def _run_flag(flags, name: str) -> str | None:
 
 
 def resume_line(argv: list[str], env=os.environ) -> str:
-    """This command line, under the launcher that started it (`-m`, or deepspeed's `--module`)."""
+    """
+    This command line, under the launcher that started it (`-m`, or deepspeed's `--module`), less the
+    `--local_rank` that the deepspeed launcher adds.
+    """
     command = launcher(env)
     module = ["--module" if command[0] == "deepspeed" else "-m", "budget_bert.cooldown"]
-    return shlex.join([*command, *module, *argv])
+    return shlex.join([*command, *module, *(token for token in argv if not token.startswith("--local_rank"))])
 
 
 def run_cooldown(cooldown: Cooldown, flags: list[str], clock_factory, resume_line: str) -> None:
