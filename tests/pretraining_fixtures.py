@@ -41,7 +41,6 @@ WAIT_SECONDS = 300  # generous: the machine running the tests may be busy
 TINY_MODEL_FLAGS = (
     "--hidden_size", str(TINY_PRESET["hidden_size"]), "--num_hidden_layers", str(TINY_PRESET["num_layers"]),
     "--num_attention_heads", str(TINY_PRESET["num_attention_heads"]),
-    "--intermediate_size", str(TINY_PRESET["intermediate_size"]),
     "--max_position_embeddings", str(TINY_PRESET["max_seq_length"]),
 )
 

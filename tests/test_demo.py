@@ -8,6 +8,7 @@ from matplotlib.image import imread
 
 from budget_bert.demo import pipeline
 from budget_bert.demo.pipeline import (
+    FILL_MASK_PROBES,
     TINY_PRESET,
     DemoArguments,
     finetuning_command,
@@ -20,6 +21,7 @@ from budget_bert.demo.pipeline import (
 )
 from budget_bert.glue.glue_arguments import parse_args as parse_glue_args
 from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
+from budget_bert.pretraining.recipe import recipe_value
 from budget_bert.report.run_report import PLOTS
 from pretraining_fixtures import prepared_data  # noqa: F401 - fixture
 
@@ -56,8 +58,11 @@ def test_pretraining_command_is_run_mlm_flags_with_the_demo_budget(prepared_data
     assert budget_args.budget_seconds == pytest.approx(180.0)
     assert budget_args.lr_schedule == "time" and budget_args.markers == [0.5, 0.9]
     assert budget_args.do_validation and training_args.do_eval
-    assert (model_args.hidden_size, model_args.num_hidden_layers, model_args.intermediate_size) == (128, 3, 512)
-    assert training_args.learning_rate == args.learning_rate
+    assert (model_args.hidden_size, model_args.num_hidden_layers) == (128, 3)
+    # Nothing of the recipe is given: run_mlm.py's defaults apply.
+    assert model_args.intermediate_size is None and parsed.model_config.intermediate_size == 344
+    assert training_args.learning_rate == recipe_value("learning_rate")
+    assert "--lr" in pretraining_command(DemoArguments(learning_rate=5e-4), prepared_data.dataset, tmp_path / "o")
     assert data_args.dataset_path == str(prepared_data.dataset)
 
 
@@ -142,7 +147,7 @@ def test_demo_pretrains_inside_the_budget_with_validation_and_markers(demo_run):
     assert len(run.entries("eval_loss")) >= 2
     assert 0 < run.final_eval_loss < 12 and run.final_perplexity == pytest.approx(math.exp(run.final_eval_loss))
     rates = [entry["learning_rate"] for entry in run.entries("learning_rate")]
-    assert max(rates) <= DemoArguments.learning_rate and rates[-1] < max(rates)  # the time-based decay
+    assert max(rates) <= recipe_value("learning_rate") and rates[-1] < max(rates)  # the time-based decay
 
 
 def test_demo_finetunes_the_end_snapshot_and_scores_it(demo_run):
@@ -176,6 +181,9 @@ def test_summary_names_every_output_and_the_scores(demo_run):
         assert path.exists() and str(path) in text
     assert f"final eval MLM loss   {summary.pretraining.final_eval_loss:.4f}" in text
     assert f"movie-review accuracy {summary.accuracy:.4f}" in text
+    assert len(summary.fill_mask) == len(FILL_MASK_PROBES)
+    for sentence, guesses in summary.fill_mask:
+        assert "[MASK]" in sentence and len(guesses) == 3 and f"{sentence}  ->  {', '.join(guesses)}" in text
 
 
 def test_second_run_skips_every_finished_stage(demo_run, monkeypatch):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
+from transformers import pipeline as hf_pipeline
 from transformers.utils import logging as hf_logging
 
 from budget_bert.data.corpora import STDLIB_CORPUS_NAME, write_movie_reviews, write_stdlib_corpus
@@ -59,7 +60,6 @@ TINY_PRESET: dict[str, Any] = {
     "hidden_size": 64,
     "num_layers": 2,
     "num_attention_heads": 2,
-    "intermediate_size": 128,
     "max_seq_length": 64,
     "vocab_size": 2000,
     "num_shards": 4,
@@ -89,7 +89,8 @@ class DemoArguments:
     num_layers: int = field(default=4, metadata={"help": "Encoder layers."})
     num_attention_heads: int = field(default=4, metadata={"help": "Attention heads per layer."})
     intermediate_size: int | None = field(
-        default=None, metadata={"help": "Width of the feed-forward layers (default: 4 x --hidden_size)."}
+        default=None, metadata={"help": "Width of the feed-forward layers (default: run_mlm.py's recipe, which "
+                                "follows --hidden_size)."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per pretraining example."})
     vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary trained on the corpus."})
@@ -105,8 +106,8 @@ class DemoArguments:
         default=0.02, metadata={"help": "Share of the packed examples held out for the validation MLM loss."}
     )
     batch_size: int = field(default=32, metadata={"help": "Pretraining batch (sequences per optimizer step)."})
-    learning_rate: float = field(
-        default=1e-3, metadata={"help": "Peak pretraining LR (the paper's, for the pre-LN model)."}
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak pretraining LR (default: run_mlm.py's recommended recipe)."}
     )
     finetune_time_markers: str = field(
         default="0.5,0.9", metadata={"help": "Shares of the budget with a finetuning snapshot (plus the end)."}
@@ -277,16 +278,17 @@ def build_prepared_data(
 
 
 def pretraining_command(args: DemoArguments, data_dir: Path, output_dir: Path) -> list[str]:
-    """run_mlm.py's flags for the demo's pretraining: the seed's recipe, scaled down to the demo's budget."""
-    intermediate_size = args.intermediate_size or 4 * args.hidden_size
+    """run_mlm.py's flags for the demo's pretraining: its recommended recipe (nothing of it given here unless the
+    demo's own flags ask), the demo's model shape, batch and budget."""
+    recipe_flags = [
+        *(["--intermediate_size", str(args.intermediate_size)] if args.intermediate_size else []),
+        *(["--lr", str(args.learning_rate)] if args.learning_rate else []),
+    ]
     return [
         "--dataset_path", str(data_dir), "--output_dir", str(output_dir),
         "--hidden_size", str(args.hidden_size), "--num_hidden_layers", str(args.num_layers),
-        "--num_attention_heads", str(args.num_attention_heads), "--intermediate_size", str(intermediate_size),
-        "--max_position_embeddings", str(args.max_seq_length), "--encoder_ln_mode", "pre-ln",
-        "--lr", str(args.learning_rate), "--lr_schedule", "time", "--curve", "linear", "--warmup_proportion", "0.06",
-        "--optimizer_type", "adamw", "--weight_decay", "0.01", "--adam_beta1", "0.9", "--adam_beta2", "0.98",
-        "--adam_eps", "1e-6",
+        "--num_attention_heads", str(args.num_attention_heads), *recipe_flags,
+        "--max_position_embeddings", str(args.max_seq_length),
         "--train_micro_batch_size_per_gpu", str(args.batch_size), "--train_batch_size", str(args.batch_size),
         "--total_training_time", repr(args.budget_hours),
         "--do_validation", "--validation_epochs", "1", "--validation_micro_batch", "64",
@@ -330,6 +332,7 @@ class DemoSummary:
     pretraining: RunHistory
     data: PreparedDataMetadata
     finetune_results: dict[str, float]
+    fill_mask: list[tuple[str, list[str]]]
     seconds: float
 
     @property
@@ -358,8 +361,27 @@ class DemoSummary:
             f"  final eval MLM loss   {run.final_eval_loss:.4f} (perplexity {run.final_perplexity:,.1f})",
             f"  movie-review accuracy {self.accuracy:.4f} on {self.finetune_results.get('eval_samples', 0):,} "
             "validation reviews",
+            "  fill-mask, the end snapshot's top guesses:",
+            *(f"    {sentence}  ->  {', '.join(guesses)}" for sentence, guesses in self.fill_mask),
         ]
         return "\n".join(lines)
+
+
+FILL_MASK_PROBES = (
+    "The function returns a {mask} of strings.",
+    "Raise a {mask} if the file does not exist.",
+    "This module provides functions for working with dates and {mask}.",
+    "The default value of the argument is {mask}.",
+    "Open the file in binary {mask}.",
+)
+"""Sentences in the corpus's register (the standard library's documentation), one word masked at `{mask}`."""
+
+
+def fill_mask_examples(snapshot: Path, top_k: int = 3) -> list[tuple[str, list[str]]]:
+    """The `top_k` guesses of the fill-mask pipeline on `snapshot` for each of `FILL_MASK_PROBES`."""
+    fill_mask = hf_pipeline("fill-mask", model=str(snapshot), tokenizer=str(snapshot), device="cpu", top_k=top_k)
+    sentences = [probe.format(mask=fill_mask.tokenizer.mask_token) for probe in FILL_MASK_PROBES]
+    return [(sentence, [guess["token_str"] for guess in fill_mask(sentence)]) for sentence in sentences]
 
 
 def run_demo(args: DemoArguments) -> DemoSummary:
@@ -404,6 +426,7 @@ def run_demo(args: DemoArguments) -> DemoSummary:
         pretraining=run,
         data=PreparedDataMetadata.from_json_file(data_dir / METADATA_NAME),
         finetune_results=json.loads((finetuning_dir / RESULTS_FILE).read_text()),
+        fill_mask=fill_mask_examples(snapshot),
         seconds=time.monotonic() - started,
     )
 
