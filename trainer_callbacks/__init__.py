@@ -9,9 +9,10 @@ callback handles one concern and acts through `control`.
 from trainer_callbacks.budget import BudgetCallback
 from trainer_callbacks.budget_progress import BudgetProgressCallback
 from trainer_callbacks.checkpoints import CompleteCheckpointCallback, ShardCheckpointCallback
-from trainer_callbacks.clock import BudgetClock, ManualTime
+from trainer_callbacks.clock import BudgetClock, ManualTime, ReplayClock
 from trainer_callbacks.early_stopping import BudgetEarlyStoppingCallback
 from trainer_callbacks.preemption import PreemptionCallback
+from trainer_callbacks.schedule_record import ScheduleRecord, ScheduleRecordCallback
 from trainer_callbacks.snapshots import FinetuneSnapshotCallback, SnapshotInfo
 from trainer_callbacks.time_based_lr import TimeBasedLRCallback
 from trainer_callbacks.validation_schedule import ValidationScheduleCallback
@@ -26,6 +27,9 @@ __all__ = [
     "FinetuneSnapshotCallback",
     "ManualTime",
     "PreemptionCallback",
+    "ReplayClock",
+    "ScheduleRecord",
+    "ScheduleRecordCallback",
     "ShardCheckpointCallback",
     "SnapshotInfo",
     "TimeBasedLRCallback",
