@@ -16,6 +16,7 @@ from transformers.utils import logging
 from budget_bert.cli import run_cli
 from budget_bert.pretraining.build import build_pretraining
 from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
+from budget_bert.pretraining.resume import announce_start, preempted_before_training, resume_command
 from trainer_callbacks import BudgetClock
 
 
@@ -28,14 +29,21 @@ def main(argv: list[str] | None = None, clock: BudgetClock | None = None) -> Non
     by default a real-time one of `--total_training_time`.
     """
     args = parse_pretraining_args(argv)  # every flag checked, TrainingArguments settled, logging set up
+    if not announce_start(args):
+        return  # the command of a finished run, run again: nothing to do
     logger.info(f"Training/evaluation parameters {args.training}")
     set_seed(args.training.seed)
-    pretraining = build_pretraining(args, clock)
+    pretraining = None
     try:
-        result = pretraining.train()
+        # A signal before the Trainer's own handling takes over exits 75 too (nothing to save yet).
+        command, main_process = resume_command("run_mlm.py", args.flags), args.training.process_index == 0
+        with preempted_before_training(command, args.training.output_dir, main_process):
+            pretraining = build_pretraining(args, clock)
+            result = pretraining.train()
         pretraining.finish(result)
     finally:
-        pretraining.close()
+        if pretraining is not None:
+            pretraining.close()
 
 
 if __name__ == "__main__":

@@ -7,28 +7,34 @@ Runs are tiny, on the fake clock of the crash tests (one second per step), forke
 import errno
 import functools
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from budget_bert.cli import run_cli
+from budget_bert.pretraining.resume import EXIT_PREEMPTED, PREEMPTION_NOTE
 from trainer_callbacks.checkpoints import complete_checkpoints
 from test_crash_run_mlm import ONE_THREAD, finish, fork_server, logged_steps, run_mlm_flags  # noqa: F401 - fixture
 from pretraining_fixtures import REPO, fake_clock, free_port, prepared_data, wait_until  # noqa: F401 - fixture
 
 
-def _rank_child(argv: list[str], log_path: str, env: dict[str, str], failing_rank: int) -> None:
-    """One process of a two-process run whose rank `failing_rank` fails to write its RNG state at the second save,
-    and then takes forever to exit (as a process can: NCCL teardown, an upload to finish)."""
+def _child(argv: list[str], log_path: str, env: dict[str, str], fault: str | None) -> None:
+    """
+    `run_mlm.main(argv)` on the fake clock, its output in `log_path`, with a `fault` planted: "rank_save" (the
+    process of rank 1 fails to write its RNG state at the second save, then takes forever to exit, as a process can:
+    NCCL teardown, an upload to finish) or "signal_while_preparing" (a SIGTERM while the raw text is prepared).
+    """
     os.environ.update(env)
     torch.set_num_threads(1)
     log = open(log_path, "a", buffering=1)
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
-    if int(env["RANK"]) == failing_rank:
+    if fault == "rank_save" and env.get("RANK") == "1":
         original_save, saves = torch.save, []
 
         def save(obj, f, *args, **kwargs):
@@ -40,25 +46,36 @@ def _rank_child(argv: list[str], log_path: str, env: dict[str, str], failing_ran
 
         torch.save = save
         torch.distributed.destroy_process_group = lambda *args, **kwargs: time.sleep(600)
+    if fault == "signal_while_preparing":
+        from budget_bert.pretraining import build
+
+        def preparing(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+
+        build.build_mlm_datasets = preparing
     sys.path.insert(0, str(REPO))
     import run_mlm
 
     run_cli("run_mlm.py", functools.partial(run_mlm.main, clock=fake_clock(argv)), argv)
 
 
+def start(fork_server, argv, log: Path, env=None, fault=None):
+    """Start `_child` in a process forked from the crash tests' fork server."""
+    process = fork_server.Process(target=_child, args=(argv, str(log), {**ONE_THREAD, **(env or {})}, fault))
+    process.start()
+    return process
+
+
 def test_a_save_failing_in_one_process_ends_the_other_at_once(prepared_data, tmp_path, fork_server):  # noqa: F811
     output_dir = tmp_path / "out"
     argv = run_mlm_flags(prepared_data, output_dir, 600.0)
-    env = {**ONE_THREAD, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     logs = [tmp_path / f"rank{rank}.log" for rank in range(2)]
     processes = [
-        fork_server.Process(
-            target=_rank_child, args=(argv, str(logs[rank]), {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, 1)
-        )
+        start(fork_server, argv, logs[rank], {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, "rank_save")
         for rank in range(2)
     ]
-    for process in processes:
-        process.start()
     try:
         assert finish(processes[0]) == 1
         assert processes[1].is_alive()  # rank 0 did not wait for rank 1 to exit
@@ -69,3 +86,68 @@ def test_a_save_failing_in_one_process_ends_the_other_at_once(prepared_data, tmp
     line = next(line for line in logs[0].read_text().splitlines() if line.startswith("run_mlm.py: error:"))
     assert "failed (CheckpointSaveError: another process could not write its part" in line
     assert f"the last complete checkpoint, {output_dir / f'checkpoint-{first}'}, is intact" in line
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in folder.rglob("*") if path.is_file()}
+
+
+def test_the_command_of_a_finished_run_run_again_changes_nothing(prepared_data, tmp_path, fork_server):  # noqa: F811
+    output_dir = tmp_path / "out"
+    # At the default log level: the line that says how the run starts must show there.
+    argv = [flag for flag in run_mlm_flags(prepared_data, output_dir, 30.0, "--finetune_time_markers", "0.5")
+            if flag not in ("--log_level", "info")]
+    assert finish(start(fork_server, argv, tmp_path / "first.log")) == 0
+    assert "Starting fresh, with the whole budget of" in (tmp_path / "first.log").read_text()
+    before = _files(output_dir)
+
+    assert finish(start(fork_server, argv, tmp_path / "again.log")) == 0
+    text = (tmp_path / "again.log").read_text()
+    assert f"--output_dir {output_dir} holds a finished run (step " in text and "nothing to do" in text
+    assert logged_steps(tmp_path / "again.log") == 0
+    assert _files(output_dir) == before
+
+
+def test_a_resume_falls_back_past_a_checkpoint_changed_in_place(prepared_data, tmp_path, fork_server):  # noqa: F811
+    output_dir = tmp_path / "out"
+    argv = run_mlm_flags(prepared_data, output_dir, 300.0)
+    process = start(fork_server, argv, tmp_path / "first.log")
+    wait_until(lambda: len(complete_checkpoints(output_dir)) >= 2, process, "two checkpoints")
+    os.kill(process.pid, signal.SIGTERM)
+    assert finish(process) == EXIT_PREEMPTED
+    assert (output_dir / PREEMPTION_NOTE).read_text().startswith("Preempted at step")
+    (previous, _), (_, folder) = complete_checkpoints(output_dir)[-2:]
+    data = bytearray((folder / "optimizer.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit, the size kept
+    (folder / "optimizer.pt").write_bytes(bytes(data))
+
+    assert finish(start(fork_server, argv, tmp_path / "resumed.log")) == 0
+    text = (tmp_path / "resumed.log").read_text()
+    assert f"Skipping {folder}: it is not a complete checkpoint (optimizer.pt is not what was saved" in text
+    assert f"Resuming from {output_dir / f'checkpoint-{previous}'} (step {previous}, " in text
+    assert "h budget already used)" in text
+    assert not (output_dir / PREEMPTION_NOTE).exists()
+
+
+def test_a_signal_while_the_data_is_prepared_exits_75_with_a_message(prepared_data, tmp_path, fork_server):  # noqa: F811
+    output_dir = tmp_path / "out"
+    argv = run_mlm_flags(prepared_data, output_dir, 300.0)
+    at = argv.index("--dataset_path")
+    argv[at : at + 2] = ["--train_file", str(prepared_data.corpus), "--tokenizer_name", str(prepared_data.tokenizer)]
+    assert finish(start(fork_server, argv, tmp_path / "run.log", fault="signal_while_preparing")) == EXIT_PREEMPTED
+    line = "Received SIGTERM before training started: nothing to save yet. Run it again with: python run_mlm.py "
+    assert line in (tmp_path / "run.log").read_text()
+    assert (output_dir / PREEMPTION_NOTE).read_text().startswith(line)
+
+
+def test_an_output_dir_inside_the_dataset_path_is_refused(prepared_data, tmp_path, capsys):  # noqa: F811
+    sys.path.insert(0, str(REPO))
+    import run_mlm
+
+    argv = run_mlm_flags(prepared_data, prepared_data.dataset / "run", 60.0)
+    with pytest.raises(SystemExit) as exited:
+        run_cli("run_mlm.py", run_mlm.main, argv)
+    assert exited.value.code == 2
+    assert f"--output_dir {prepared_data.dataset / 'run'} is inside --dataset_path" in capsys.readouterr().err
+    assert not (prepared_data.dataset / "run").exists()

@@ -44,7 +44,7 @@ from budget_bert.pretraining.pretraining_arguments import (
     PretrainingArguments,
     global_batch_size,
 )
-from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command
+from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command, write_preemption_note
 from trainer_callbacks import (
     BudgetCallback,
     BudgetClock,
@@ -295,7 +295,9 @@ class Pretraining:
             if trainer.is_world_process_zero():
                 checkpoint = f"{self.args.training.output_dir}/{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
                 resume = self.resume_line or resume_command("run_mlm.py", self.args.flags)
-                print(preemption_message(trainer.state.global_step, checkpoint, self.clock, resume), flush=True)
+                message = preemption_message(trainer.state.global_step, checkpoint, self.clock, resume)
+                print(message, flush=True)
+                write_preemption_note(self.args.training.output_dir, message)
             raise SystemExit(EXIT_PREEMPTED)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)

@@ -803,6 +803,11 @@ def _take_over_hub_push_and_rotation(hf: dict[str, Any]) -> tuple[HubPushSetting
     return hub_push, save_total_limit
 
 
+def _is_within(path: str, folder: str) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def _combination_problems(
     model_args: ModelArguments, data_args: DataArguments, budget_args: BudgetArguments,
     training_args: TrainingArguments, given: set[str], hub_push: HubPushSettings | None,
@@ -813,6 +818,10 @@ def _combination_problems(
     def cannot_act(flags: tuple[str, ...], reason: str) -> None:
         problems.extend(f"--{flag} {reason}" for flag in flags if flag in given)
 
+    if data_args.dataset_path and _is_within(training_args.output_dir, data_args.dataset_path):
+        problems.append(f"--output_dir {training_args.output_dir} is inside --dataset_path {data_args.dataset_path}: "
+                        "preparing that data again would delete the run's checkpoints and snapshots; pick an "
+                        "--output_dir outside it")
     if budget_args.use_early_stopping and not budget_args.do_validation:
         problems.append("--use_early_stopping stops on the validation loss: add --do_validation, or drop "
                         "--use_early_stopping")
