@@ -123,7 +123,8 @@ class ModelArguments:
         default=recipe_value("norm_bias"), metadata={"help": "BudgetBert: LayerNorm biases (BERT: True)."}
     )
     qk_norm: bool = field(
-        default=False, metadata={"help": "BudgetBert: RMSNorm of each head's queries and keys before attention."}
+        default=recipe_value("qk_norm"),
+        metadata={"help": "BudgetBert: RMSNorm of each head's queries and keys before attention."},
     )
     hidden_dropout_prob: float = field(
         default=recipe_value("hidden_dropout_prob"), metadata={"help": "BudgetBert: dropout on hidden states."}

@@ -30,6 +30,9 @@ RECIPE: dict[str, RecipeDefault] = {
     ),
     "linear_bias": RecipeDefault(False, "no biases in the encoder's linear layers (ModernBERT): fewer ops per step"),
     "norm_bias": RecipeDefault(False, "no LayerNorm biases (ModernBERT)"),
+    "qk_norm": RecipeDefault(
+        True, "RMSNorm of queries and keys (OLMo 2, Gemma 3): keeps attention logits bounded at a high LR"
+    ),
     "hidden_dropout_prob": RecipeDefault(
         0.0, "no dropout: a budget run sees little data more than once, and the masks are cheaper to skip"
     ),
@@ -39,7 +42,9 @@ RECIPE: dict[str, RecipeDefault] = {
         0.3, "30% masking (ModernBERT; Wettig et al. 2023): twice the predictions per step of BERT's 15%"
     ),
     # The optimizer (TrainingArguments flags; the seed's twins --lr, --gradient_clipping, --adam_eps override too).
-    "learning_rate": RecipeDefault(1e-3, "pre-LN trains stably at the seed's 1e-3; transformers' 5e-5 barely moves"),
+    "learning_rate": RecipeDefault(
+        2e-3, "pre-LN with QK-norm trains stably at twice the seed's 1e-3; transformers' 5e-5 barely moves"
+    ),
     "weight_decay": RecipeDefault(0.01, "the seed's and BERT's"),
     "adam_beta1": RecipeDefault(0.9, "the seed's"),
     "adam_beta2": RecipeDefault(0.98, "the seed's (RoBERTa's): steadier than 0.999 at a high LR"),
