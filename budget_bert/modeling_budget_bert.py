@@ -40,9 +40,11 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     PyTorch draws a CPU dropout mask one Bernoulli sample per element, on one thread: about a seventh of a bert-base
     training step. Here each 64-bit random draw gives four 15-bit uniforms, each compared with p (so p is rounded
-    to a multiple of 1/32768), about 3.5x faster. Elsewhere (CUDA's fused kernels are fast) this is `F.dropout`.
+    to a multiple of 1/32768), about 3.5x faster. Elsewhere (CUDA's fused kernels are fast) and under
+    `torch.compile` (the in-place draw would break the graph; inductor generates its own fused mask) this is
+    `F.dropout`.
     """
-    if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
+    if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu" or torch.compiler.is_compiling():
         return F.dropout(x, p, training)
     count = x.numel()
     draws = torch.empty((count + 3) // 4, dtype=torch.int64).random_()  # uniform over [0, 2**63)
@@ -523,6 +525,12 @@ class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
         self.budget_bert = BudgetBertModel(config, add_pooling_layer=False)
         self.lm_head = BudgetBertLMHead(config)
         self.post_init()
+        if config.sparse_mask_prediction:
+            # The sparse head selects the labelled positions with `nonzero`, whose output size depends on the data.
+            # `torch.compile` as the Trainer calls it (fullgraph=False) would break the training step's graph there
+            # unless dynamo may capture such ops (a process-wide switch, which fullgraph=True implies): then one
+            # graph serves every count of labelled tokens.
+            torch._dynamo.config.capture_dynamic_output_shape_ops = True
         if config.tie_word_embeddings:
             # The tied decoder is never saved; naming it here lets the Trainer re-tie it when it resumes from a
             # checkpoint instead of warning that the checkpoint lacks it.
