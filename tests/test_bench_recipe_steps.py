@@ -1,0 +1,28 @@
+"""bench/recipe_steps.py: a fixed number of steps of each model trains and is scored the same way."""
+
+import math
+import sys
+
+import pytest
+
+from pretraining_fixtures import REPO, prepared_data  # noqa: F401 - fixture
+
+
+@pytest.fixture()
+def recipe_steps(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import recipe_steps
+
+    return recipe_steps
+
+
+@pytest.mark.parametrize("model", ["budget-bert", "modernbert"])
+def test_a_few_steps_train_and_are_scored(recipe_steps, prepared_data, model, capsys):
+    argv = ["--data", str(prepared_data.dataset), "--model", model, "--steps", "3", "--hidden_size", "32",
+            "--num_hidden_layers", "1", "--num_attention_heads", "2", "--learning_rate", "1e-2"]
+    untrained = recipe_steps.main([*argv, "--learning_rate", "0"])  # the same steps, the weights unchanged
+    trained = recipe_steps.main(argv)
+    assert trained["steps"] == 3 and math.isfinite(trained["eval_loss"])
+    assert trained["eval_loss"] < untrained["eval_loss"]  # the steps did train
+    assert trained["perplexity"] == pytest.approx(math.exp(trained["eval_loss"]), rel=1e-3)
+    assert capsys.readouterr().out.count('"eval_loss"') == 2
