@@ -5,6 +5,7 @@ Also the memory bound on very long documents: they are tokenized in pieces.
 
 import multiprocessing
 import os
+import re
 import shutil
 
 import pytest
@@ -41,7 +42,7 @@ def test_a_failed_overwrite_keeps_the_previous_data(prepared_data, prepared_copy
     output, metadata = prepared_copy
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    with pytest.raises(ValueError, match="no text could be read|yielded no examples"):
+    with pytest.raises(ValueError, match=r"empty\.txt: empty: leave it out"):
         prepare_dataset(_args(prepared_data, output, train_file=[str(empty)]))
     assert load_prepared_dataset(output)[2] == metadata
     assert sorted(os.listdir(tmp_path)) == ["empty.txt", "prepared"]  # no staging folder left behind
@@ -139,3 +140,14 @@ def test_a_long_line_is_tokenized_in_bounded_pieces_to_the_same_ids(prepared_dat
     packed = build_mlm_datasets(args, tokenizer, seed=0)["train"]["input_ids"]
     assert longest and max(longest) <= 1000
     assert packed == [[tokenizer.cls_token_id, *whole, tokenizer.sep_token_id]]
+
+
+@pytest.mark.parametrize(("content", "alone", "problem"),
+                         [(b"fine\n\xff\xfe text\n", False, "not UTF-8 text ("), (b"", True, "empty")])
+def test_the_unreadable_one_of_the_train_files_is_named(prepared_data, tmp_path, content, alone, problem):  # noqa: F811
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    files = [str(bad)] if alone else [str(prepared_data.corpus), str(bad)]
+    args = _args(prepared_data, tmp_path / "out", train_file=files, dataset_cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=rf"^--train_file {bad}: {re.escape(problem)}"):
+        prepare_dataset(args)

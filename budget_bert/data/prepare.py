@@ -6,6 +6,7 @@ larger than memory only ever has one batch of documents in Python at a time.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import glob
@@ -113,10 +114,29 @@ def _load_text_files(data_files: dict[str, list[str]], args: TextDataArguments) 
         return load_dataset("text", data_files=data_files, sample_by=args.sample_by, cache_dir=args.dataset_cache_dir)
     except datasets.exceptions.DatasetGenerationError as err:
         # datasets cannot build a split from empty files (nothing to infer its schema from) or undecodable ones.
+        for split, files in data_files.items():
+            for path in files:
+                problem = _unreadable_text(path)
+                if problem is not None:
+                    raise ValueError(f"--{split}_file {path}: {problem}")
         flags = "/".join(f"--{split}_file" for split in data_files)
         raise ValueError(
             f"{flags}: no text could be read ({err.__cause__}); check for empty or non-text files"
         ) from err
+
+
+def _unreadable_text(path: str) -> str | None:
+    """Why the text loader cannot read `path` (empty, or not UTF-8) and the fix, or `None`; read a MB at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    position = 0
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(2**20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                return f"not UTF-8 text ({error.reason} at byte {position + error.start}): convert it, or leave it out"
+            position += len(chunk)
+    return "empty: leave it out" if position == 0 else None
 
 
 # Fast tokenizers take about 130 bytes per character of a single long text (1.3 GB for a 10 MB line without a
