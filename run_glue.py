@@ -19,7 +19,7 @@ too. A flag or file that does not fit is a one-line error (exit code 2).
 
 from transformers import Trainer, set_seed
 
-from budget_bert.cli import UsageError, run_cli, setup_logging
+from budget_bert.cli import run_cli, setup_logging, usage_error
 from budget_bert.glue.glue_arguments import parse_args
 from budget_bert.glue.glue_data import (
     check_columns,
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tokenizer = load_finetuning_tokenizer(model_args)
         model = load_model(model_args, labels)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise usage_error(error) from None
     with training_args.main_process_first(desc="tokenizing"):
         data = tokenize(raw, tokenizer, columns, labels, data_args)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from budget_bert.cli import run_cli
 from test_glue_run import argv, make_split, run_glue, save_snapshot, write_rows
 from transformers import BertConfig, BertForMaskedLM
 
@@ -71,3 +72,30 @@ def test_metric_for_best_model_picks_the_headline_and_must_be_reported(finetuned
     run_glue.main(argv(finetuned, tmp_path / "out", files, *flags, "--metric_for_best_model", "eval_f1"))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["best_metric"] == 0.0 and state["global_step"] == 4  # f1 never moves off 0: patience 1 stops
+
+
+@pytest.mark.parametrize(
+    ("train", "validation", "problems"),
+    [
+        ("sentence,label\n", "sentence,label\na b,0\n",
+         ["--train_file {train}: cannot be read as csv (it has a header but no rows)"]),
+        ("", "sentence,label\na b,0\n", ["--train_file {train}: cannot be read as csv (the file is empty)"]),
+        ("sentence,label\na b,0\n", "text,label\na b,0\n",
+         ["The local files have different columns (--train_file {train} has ['sentence', 'label'], "
+          "--validation_file {validation} has ['text', 'label'])"]),
+        ("sentence\na b\n", "sentence\nc d\n",
+         ["--train_file {train}: missing column(s) ['label']", "--validation_file {validation}: missing column(s)"]),
+    ],
+)
+def test_bad_local_files_are_one_line_each_naming_the_flag(finetuned, tmp_path, capsys, train, validation, problems):
+    paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "validation.csv"}
+    paths["train"].write_text(train)
+    paths["validation"].write_text(validation)
+    files = {"--train_file": str(paths["train"]), "--validation_file": str(paths["validation"])}
+    with pytest.raises(SystemExit) as exited:
+        run_cli("run_glue.py", run_glue.main, argv(finetuned, tmp_path / "out", files))
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run_glue.py: error: ")]
+    assert len(lines) == len(problems)
+    for line, problem in zip(lines, problems):
+        assert line.startswith("run_glue.py: error: " + problem.format(**paths))

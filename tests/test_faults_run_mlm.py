@@ -7,6 +7,7 @@ Runs are tiny, on the fake clock of the crash tests (one second per step), forke
 import errno
 import functools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import load_from_disk
 
 from budget_bert.cli import run_cli
 from budget_bert.pretraining.resume import EXIT_PREEMPTED, PREEMPTION_NOTE
@@ -151,3 +153,67 @@ def test_an_output_dir_inside_the_dataset_path_is_refused(prepared_data, tmp_pat
     assert exited.value.code == 2
     assert f"--output_dir {prepared_data.dataset / 'run'} is inside --dataset_path" in capsys.readouterr().err
     assert not (prepared_data.dataset / "run").exists()
+
+
+def test_a_model_of_another_shape_than_the_checkpoints_is_one_line(prepared_data, tmp_path, fork_server):  # noqa: F811
+    output_dir = tmp_path / "out"
+    argv = run_mlm_flags(prepared_data, output_dir, 20.0)
+    assert finish(start(fork_server, argv, tmp_path / "first.log")) == 0
+    wider = run_mlm_flags(prepared_data, output_dir, 40.0)  # a longer budget: this run would go on
+    at = wider.index("--hidden_size")
+    wider[at + 1] = "32"
+    assert finish(start(fork_server, wider, tmp_path / "again.log")) == 2
+    line = (tmp_path / "again.log").read_text().strip().splitlines()[-1]
+    assert line.startswith(f"run_mlm.py: error: {output_dir}/checkpoint-") and "holds a model of another shape" in line
+    assert "--overwrite_output_dir" in line
+
+
+def test_shards_with_ids_outside_the_vocabulary_are_one_line(prepared_data, tmp_path, fork_server):  # noqa: F811
+    dataset = tmp_path / "prepared"
+    splits = load_from_disk(str(prepared_data.dataset))
+    splits["train"] = splits["train"].map(
+        lambda example, index: {"input_ids": [prepared_data.vocab_size + 7, *example["input_ids"][1:]]}
+        if index == 0 else example, with_indices=True,
+    )
+    splits.save_to_disk(str(dataset), num_shards={"train": prepared_data.num_shards, "validation": 1})
+    for name in ("metadata.json", "tokenizer"):
+        (shutil.copytree if name == "tokenizer" else shutil.copy)(prepared_data.dataset / name, dataset / name)
+    argv = run_mlm_flags(prepared_data, tmp_path / "out", 20.0)
+    argv[argv.index("--dataset_path") + 1] = str(dataset)
+    assert finish(start(fork_server, argv, tmp_path / "run.log")) == 2
+    line = (tmp_path / "run.log").read_text().strip().splitlines()[-1]
+    assert line == (
+        f"run_mlm.py: error: --dataset_path {dataset}: its train examples hold token id {prepared_data.vocab_size + 7}"
+        f", outside the {prepared_data.vocab_size}-token vocabulary: the shards were not encoded with this tokenizer "
+        "(or were changed); prepare the data again."
+    )
+
+
+def test_a_checkpoint_without_a_weight_of_this_runs_model_is_one_line(tmp_path):
+    from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
+    from budget_bert.pretraining.resume import checkpoint_shape_problem
+
+    shape = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                 qk_norm=False)
+    BudgetBertForMaskedLM(BudgetBertConfig(**shape)).save_pretrained(tmp_path / "checkpoint-4")
+    assert checkpoint_shape_problem(str(tmp_path / "checkpoint-4"), BudgetBertForMaskedLM(BudgetBertConfig(**shape)),
+                                    str(tmp_path)) is None  # the tied decoder is saved once, under the embeddings
+    with torch.device("meta"):
+        other = BudgetBertForMaskedLM(BudgetBertConfig(**{**shape, "qk_norm": True}))  # a default changed since
+    problem = checkpoint_shape_problem(str(tmp_path / "checkpoint-4"), other, str(tmp_path))
+    assert "holds a model of another shape (this run's model has budget_bert.encoder.layer.0.attention.qk_norm" in problem
+
+
+def test_a_changed_tokenizer_folder_is_named_not_a_flag_that_was_not_given(prepared_data, tmp_path, fork_server):  # noqa: F811
+    from budget_bert.data.tokenization import train_wordpiece_tokenizer
+
+    dataset = tmp_path / "prepared"
+    shutil.copytree(prepared_data.dataset, dataset)
+    shutil.rmtree(dataset / "tokenizer")
+    tokenizer = train_wordpiece_tokenizer([prepared_data.corpus], 100, dataset / "tokenizer", min_frequency=1)
+    argv = run_mlm_flags(prepared_data, tmp_path / "out", 20.0)
+    argv[argv.index("--dataset_path") + 1] = str(dataset)
+    assert finish(start(fork_server, argv, tmp_path / "run.log")) == 2
+    line = (tmp_path / "run.log").read_text().strip().splitlines()[-1]
+    assert line.endswith(f"but the tokenizer has {len(tokenizer)}: its tokenizer/ folder was changed after "
+                         "preparation: prepare the data again.")

@@ -258,7 +258,7 @@ def test_missing_columns_name_the_file_and_column(snapshot, tmp_path):
 
 def test_labels_outside_the_task_are_refused(snapshot, tmp_path):
     files = write_task_files(tmp_path / "data", ("sentence1", "sentence2"), lambda i: i % 3)
-    with pytest.raises(ValueError, match=r"(?s)Labels outside the task's label set.*train: \['2'\]"):
+    with pytest.raises(ValueError, match=r"train: labels \['2'\] are outside the task's label set"):
         run_glue.main(argv(snapshot, tmp_path / "out", files, task="rte"))
 
 

@@ -12,6 +12,7 @@ columns, otherwise the only one (`idx` is never a text).
 from dataclasses import dataclass
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -72,8 +73,11 @@ def load_raw_datasets(data_args: DataArguments, task: GlueTask | None, cache_dir
     if data_args.data_files:
         names = split_names(task)
         files = {names[flag]: path for flag, path in data_args.data_files.items()}
-        extension = next(iter(files.values())).rsplit(".", 1)[-1]
-        return load_dataset(DATA_EXTENSIONS[extension], data_files=files, cache_dir=cache_dir)
+        builder = DATA_EXTENSIONS[next(iter(files.values())).rsplit(".", 1)[-1]]
+        try:
+            return load_dataset(builder, data_files=files, cache_dir=cache_dir)
+        except (DatasetGenerationError, ValueError) as error:
+            raise ValueError(_unreadable_files(builder, data_args.data_files, cache_dir, error)) from None
     try:
         return load_dataset(HUB_DATASET, task.name, cache_dir=cache_dir)
     except (ConnectionError, OSError) as error:
@@ -82,6 +86,32 @@ def load_raw_datasets(data_args: DataArguments, task: GlueTask | None, cache_dir
             "Hub access pass local files instead: --train_file, --validation_file (and --test_file) with the "
             f"task's columns {[column for column in task.text_columns if column]} and {LABEL_COLUMN!r}."
         ) from error
+
+
+def _unreadable_files(builder: str, data_files: dict[str, str], cache_dir: str | None, error: Exception) -> str:
+    """Which of the local files `datasets` could not build a data set from (`error`), and why, naming its flag."""
+    columns = {}
+    for flag, path in data_files.items():
+        try:
+            columns[flag] = load_dataset(builder, data_files={"train": path}, cache_dir=cache_dir)["train"].column_names
+        except (DatasetGenerationError, ValueError) as file_error:
+            reason = _reason(file_error)
+            return f"--{flag}_file {path}: cannot be read as {builder} ({reason}); give a file with a header and rows"
+    if len({tuple(names) for names in columns.values()}) > 1:
+        listed = ", ".join(f"--{flag}_file {data_files[flag]} has {names}" for flag, names in columns.items())
+        return f"The local files have different columns ({listed}): give every file the same columns"
+    return _reason(error)
+
+
+def _reason(error: Exception) -> str:
+    cause = error.__cause__ or error
+    text = str(cause)
+    # datasets' words for a csv or json file with a header (or keys) but no rows, alone or next to other files.
+    if "corresponds to no data" in text or "its type in this file is null" in text:
+        return "it has a header but no rows"
+    if type(cause).__name__ == "EmptyDataError":
+        return "the file is empty"
+    return text.splitlines()[0] if text else type(cause).__name__
 
 
 def text_columns(raw: DatasetDict, task: GlueTask | None) -> tuple[str, str | None]:
@@ -101,7 +131,7 @@ def check_columns(
 ) -> None:
     """`ValueError` naming each split (and its file) that lacks a text column, or `label` outside the test set."""
     names = split_names(task)
-    files = {names[flag]: path for flag, path in data_args.data_files.items()}
+    files = {names[flag]: f"--{flag}_file {path}" for flag, path in data_args.data_files.items()}
     problems = []
     for split, dataset in raw.items():
         needed = [column for column in columns if column]
@@ -154,14 +184,14 @@ def is_test_split(split: str) -> bool:
 
 
 def _check_known_labels(labelled: dict[str, Dataset], to_id: dict) -> None:
+    known = sorted({str(key) for key in to_id})
     problems = []
     for split, dataset in labelled.items():
         unknown = sorted({str(value) for value in dataset.unique(LABEL_COLUMN)} - {str(key) for key in to_id})
         if unknown:
-            problems.append(f"{split}: {unknown}")
+            problems.append(f"{split}: labels {unknown} are outside the task's label set {known}")
     if problems:
-        known = sorted({str(key) for key in to_id})
-        raise ValueError(f"Labels outside the task's label set {known}:\n- " + "\n- ".join(problems))
+        raise ValueError("Labels outside the task's label set:\n- " + "\n- ".join(problems))
 
 
 def tokenize(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from transformers import (
@@ -44,7 +45,13 @@ from budget_bert.pretraining.pretraining_arguments import (
     PretrainingArguments,
     global_batch_size,
 )
-from budget_bert.pretraining.resume import EXIT_PREEMPTED, preemption_message, resume_command, write_preemption_note
+from budget_bert.pretraining.resume import (
+    EXIT_PREEMPTED,
+    checkpoint_shape_problem,
+    preemption_message,
+    resume_command,
+    write_preemption_note,
+)
 from trainer_callbacks import (
     BudgetCallback,
     BudgetClock,
@@ -87,18 +94,42 @@ def load_pretraining_tokenizer(args: PretrainingArguments) -> PreTrainedTokenize
     return load_tokenizer(name, flag, trust_remote_code=model_args.trust_remote_code)
 
 
+def _token_id_range(split: Dataset | None) -> tuple[int, int]:
+    """The smallest and largest token id of `split` (`(0, 0)` for none), read by Arrow from the memory-mapped
+    shards (a fraction of a second per GB once they are in the page cache)."""
+    if split is None or len(split) == 0:
+        return 0, 0
+    extremes = pc.min_max(pc.list_flatten(split.data.column("input_ids"))).as_py()
+    return extremes["min"] or 0, extremes["max"] or 0
+
+
 def load_pretraining_data(
     data_args: DataArguments, tokenizer: PreTrainedTokenizerBase, training_args: TrainingArguments
 ) -> PretrainingData:
     """Prepared shards from `--dataset_path`, or raw text prepared on the fly (main process first, then cached)."""
     if data_args.dataset_path:
         train, validation, metadata = load_prepared_dataset(data_args.dataset_path)
+        own = os.path.abspath(tokenizer.name_or_path) == os.path.abspath(
+            os.path.join(data_args.dataset_path, TOKENIZER_DIR)
+        )
         if metadata.vocab_size != len(tokenizer):
+            fix = (
+                f"its {TOKENIZER_DIR}/ folder was changed after preparation: prepare the data again" if own else
+                "drop --tokenizer_name to use the data's own tokenizer, or prepare the data again"
+            )
             raise ValueError(
                 f"--dataset_path {data_args.dataset_path} was encoded with a {metadata.vocab_size}-token vocabulary "
-                f"({metadata.tokenizer_name}), but the tokenizer has {len(tokenizer)}: drop --tokenizer_name to use "
-                "the data's own tokenizer, or prepare the data again."
+                f"({metadata.tokenizer_name}), but the tokenizer has {len(tokenizer)}: {fix}."
             )
+        for name, split in (("train", train), ("validation", validation)):
+            lowest, highest = _token_id_range(split)
+            if lowest < 0 or highest >= len(tokenizer):
+                raise ValueError(
+                    f"--dataset_path {data_args.dataset_path}: its {name} examples hold token id "
+                    f"{highest if highest >= len(tokenizer) else lowest}, outside the {len(tokenizer)}-token "
+                    "vocabulary: the shards were not encoded with this tokenizer (or were changed); prepare the data "
+                    "again."
+                )
         return PretrainingData(train, validation, metadata.examples_per_shard)
     with training_args.main_process_first(desc="preparing the pretraining data"):
         splits = build_mlm_datasets(data_args, tokenizer, training_args.seed)
@@ -333,6 +364,9 @@ def build_pretraining(
     except ValueError as error:
         raise UsageError(str(error)) from None
     model = build_model(args, tokenizer)
+    shape_problem = checkpoint_shape_problem(args.training.resume_from_checkpoint, model, args.training.output_dir)
+    if shape_problem is not None:
+        raise UsageError(shape_problem)
     # Snapshots carry this tokenizer; run_glue.py clamps --max_seq_length to it, so it must not exceed the model.
     positions = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
     tokenizer.model_max_length = min(tokenizer.model_max_length, positions)

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from safetensors import safe_open
+from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -54,14 +56,15 @@ def resume_command(script: str, argv: list[str], env: Mapping[str, str] = os.env
     `--resume_from_checkpoint auto` in place of any resume flag it had.
 
     Secret flags (`--hub_token X`) are left out, since the line is printed: the resumed run takes the token from
-    `HF_TOKEN` or the saved login.
+    `HF_TOKEN` or the saved login. So is the `--local_rank` that the deepspeed launcher gives each worker: it adds
+    its own again.
     """
     kept, skip_value = [], False
     for token in argv:
         name, has_value = token.split("=", 1)[0], "=" in token
         if skip_value:
             skip_value = False
-        elif name == _RESUME_FLAG or (name.startswith("--") and is_secret_name(name)):
+        elif name in (_RESUME_FLAG, "--local_rank") or (name.startswith("--") and is_secret_name(name)):
             # `--flag value` drops the value too; `--flag=value` is one token.
             skip_value = not has_value
         else:
@@ -112,6 +115,43 @@ def finished_run_message(output_dir: str, resume_from: str | None, stop_seconds:
         f"--output_dir {output_dir} holds a finished run (step {final['global_step']}, {clock.elapsed / 3600:.4g} h "
         f"of its {clock.budget_seconds / 3600:.4g} h budget used): nothing to do. Pass --overwrite_output_dir to "
         "train again from scratch, or a larger --total_training_time to go on."
+    )
+
+
+def checkpoint_shape_problem(checkpoint: str | None, model: PreTrainedModel, output_dir: str) -> str | None:
+    """
+    Why `model` cannot resume from `checkpoint` (a weight of another shape, or one that only one of them has: the
+    flags or defaults that shape the model changed since it was saved), as one line naming the way out, or `None`.
+    Read from the checkpoint's safetensors header, without loading the weights; a checkpoint without
+    `model.safetensors` (DeepSpeed ZeRO-3) is not checked here.
+    """
+    weights = Path(checkpoint or "", "model.safetensors")
+    if checkpoint is None or not weights.is_file():
+        return None
+    expected = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    partners = {**tied, **{source: target for target, source in tied.items()}}
+    difference = None
+    with safe_open(weights, framework="pt") as saved:
+        names = set(saved.keys())
+        for name in sorted(names):
+            shape = list(saved.get_slice(name).get_shape())
+            if name not in expected and partners.get(name) not in expected:
+                difference = f"{name} is in it, not in this run's model"
+            elif name in expected and shape != expected[name]:
+                difference = f"{name} is {shape} there, {expected[name]} in this run's model"
+            if difference:
+                break
+    missing = sorted(name for name in parameters if name not in names and partners.get(name) not in names)
+    if difference is None and missing:
+        difference = f"this run's model has {missing[0]}, which it lacks"
+    if difference is None:
+        return None
+    return (
+        f"{checkpoint} holds a model of another shape ({difference}): resume it with the flags and code that trained "
+        f"it, or pass --overwrite_output_dir to start afresh in --output_dir {output_dir} (or pick another "
+        "--output_dir)"
     )
 
 
