@@ -332,7 +332,7 @@ def test_log_level_debug_shows_the_traceback_of_an_expected_error(tmp_path):
     ("data_flags", "message"),
     [
         (["--dataset_path", "{empty_dir}"], "--dataset_path .* is not prepared data"),
-        (["--train_file", "{empty_file}", "--tokenizer_name", "{tokenizer}"], "--train_file: no text could be read"),
+        (["--train_file", "{empty_file}", "--tokenizer_name", "{tokenizer}"], r"--train_file \S+empty.txt: empty"),
     ],
 )
 def test_empty_data_is_refused_in_one_line(data_flags, message, prepared_data, tmp_path):
