@@ -151,6 +151,16 @@ def fork_server():
     return context
 
 
+def child_setup(env: dict[str, str], log_path: str) -> None:
+    """In a forked test process: `env` on top of the environment, one thread, all output appended to `log_path`."""
+    os.environ.update(env)
+    torch.set_num_threads(1)
+    log = open(log_path, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+
+
 def _run_mlm_child(
     argv: list[str], log_path: str, env: dict[str, str], save_fault: str | None, on_fake_clock: bool
 ) -> None:
@@ -158,12 +168,7 @@ def _run_mlm_child(
     Run `run_mlm.main(argv)` with its output in `log_path` (on the fake clock if `on_fake_clock`); `save_fault`
     "stall" or "disk_full" breaks a save.
     """
-    os.environ.update(env)
-    torch.set_num_threads(1)
-    log = open(log_path, "a", buffering=1)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
+    child_setup(env, log_path)
     if save_fault is not None:
         _plant_save_fault(save_fault)
     sys.path.insert(0, str(REPO))

@@ -20,7 +20,9 @@ from datasets import load_from_disk
 from budget_bert.cli import run_cli
 from budget_bert.pretraining.resume import EXIT_PREEMPTED, PREEMPTION_NOTE
 from trainer_callbacks.checkpoints import complete_checkpoints
-from test_crash_run_mlm import ONE_THREAD, finish, fork_server, logged_steps, run_mlm_flags  # noqa: F401 - fixture
+from test_crash_run_mlm import (  # noqa: F401 - fixture
+    ONE_THREAD, child_setup, finish, fork_server, logged_steps, run_mlm_flags,
+)
 from pretraining_fixtures import REPO, fake_clock, free_port, prepared_data, wait_until  # noqa: F401 - fixture
 
 
@@ -30,12 +32,7 @@ def _child(argv: list[str], log_path: str, env: dict[str, str], fault: str | Non
     process of rank 1 fails to write its RNG state at the second save, then takes forever to exit, as a process can:
     NCCL teardown, an upload to finish) or "signal_while_preparing" (a SIGTERM while the raw text is prepared).
     """
-    os.environ.update(env)
-    torch.set_num_threads(1)
-    log = open(log_path, "a", buffering=1)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
+    child_setup(env, log_path)
     if fault == "rank_save" and env.get("RANK") == "1":
         original_save, saves = torch.save, []
 
