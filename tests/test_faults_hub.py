@@ -1,7 +1,6 @@
 """Snapshots that an earlier run left unpushed (preempted before its uploads landed) are pushed by the resumed run;
 the push command's bad arguments and folders are one line each."""
 
-import signal
 import subprocess
 
 import pytest
@@ -12,8 +11,8 @@ from budget_bert.hub.pusher import PUSH_RECORD_NAME, SnapshotPusher, is_pushed
 from budget_bert.pretraining.resume import EXIT_PREEMPTED
 from trainer_callbacks.snapshots import SNAPSHOTS_DIR, snapshot_name
 from hub_server import hub_env, hub_server, make_snapshot  # noqa: F401 - fixtures
-from pretraining_fixtures import REPO as REPO_ROOT, prepared_data, wait_until  # noqa: F401 - fixture
-from test_hub_run_mlm import REPO_ID, run_mlm_command
+from pretraining_fixtures import REPO as REPO_ROOT, prepared_data  # noqa: F401 - fixture
+from test_hub_run_mlm import REPO_ID, preempt_run_mlm, run_mlm_command
 
 
 REPO = "fake-user/bert-24h"
@@ -83,15 +82,9 @@ def test_a_resumed_run_pushes_the_snapshots_its_preempted_run_left_behind(hub_en
     hub_env.down = True
     output_dir = tmp_path / "out"
     command = run_mlm_command(prepared_data, output_dir, "--hub_push_timeout_on_preemption", "0", markers="0.3")
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     snapshot = output_dir / SNAPSHOTS_DIR / snapshot_name(0.3)
-    try:
-        wait_until(snapshot.is_dir, process, "the first snapshot")
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == EXIT_PREEMPTED, output[-3000:]
+    returncode, output = preempt_run_mlm(command, snapshot.is_dir, "the first snapshot")
+    assert returncode == EXIT_PREEMPTED, output[-3000:]
     assert not is_pushed(snapshot, REPO_ID, snapshot.name)
 
     hub_env.down = False

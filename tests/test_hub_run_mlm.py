@@ -50,6 +50,19 @@ with open(f"{out}/loaded.json", "w") as file:
 """
 
 
+def preempt_run_mlm(command: list[str], condition, what: str) -> tuple[int, str]:
+    """Start `command`, send SIGTERM once `condition()` holds (`what`, for the failure message); its exit code and
+    output."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(condition, process, what)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, output
+
+
 def run_mlm_command(
     data, output_dir: Path, *flags: str, budget_seconds: float = BUDGET_SECONDS, markers: str = "0.3,0.6"
 ) -> list[str]:
@@ -210,15 +223,9 @@ def test_a_preempted_run_waits_for_the_hub_only_its_preemption_timeout(hub_env, 
         "--hub_push_timeout", "3600", "--hub_push_timeout_on_preemption", "0",
         budget_seconds=600, markers="0.005",
     )
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     snapshot = output_dir / SNAPSHOTS_DIR / snapshot_name(0.005)
-    try:
-        wait_until(snapshot.is_dir, process, "the first snapshot")
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == EXIT_PREEMPTED, output[-3000:]
+    returncode, output = preempt_run_mlm(command, snapshot.is_dir, "the first snapshot")
+    assert returncode == EXIT_PREEMPTED, output[-3000:]
     assert "Preempted at step" in output
     assert f"1 snapshot(s) were not pushed to {REPO_ID}; they stay on disk:" in output
     assert "push it later with: " in output and str(snapshot) in output
