@@ -27,24 +27,10 @@ from trainer_callbacks import (
 )
 from trainer_callbacks.schedule_record import SCHEDULE_FILE, ScheduleRecord, ScheduleRecordCallback
 from trainer_callbacks.snapshots import SnapshotInfo, load_snapshots
+from test_schedule_record import SEQ_LEN, VOCAB_SIZE, Data
 
 
 BUDGET = 100.0
-SEQ_LEN = 8
-VOCAB_SIZE = 32
-
-
-class Data(torch.utils.data.Dataset):
-    def __init__(self, size: int, seed: int = 0):
-        self.input_ids = torch.randint(5, VOCAB_SIZE, (size, SEQ_LEN), generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self):
-        return len(self.input_ids)
-
-    def __getitem__(self, i):
-        labels = self.input_ids[i].clone()
-        labels[torch.arange(SEQ_LEN) % 3 != 0] = -100
-        return {"input_ids": self.input_ids[i], "labels": labels}
 
 
 class StepTime(TrainerCallback):

@@ -123,8 +123,10 @@ def test_replay_clock_resumes_at_the_saved_step_and_refuses_another_runs_checkpo
 
 
 class Data(torch.utils.data.Dataset):
-    def __init__(self, size: int = 16):
-        self.input_ids = torch.randint(5, VOCAB_SIZE, (size, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+    """`size` random sequences of SEQ_LEN ids, every third position labelled."""
+
+    def __init__(self, size: int = 16, seed: int = 0):
+        self.input_ids = torch.randint(5, VOCAB_SIZE, (size, SEQ_LEN), generator=torch.Generator().manual_seed(seed))
 
     def __len__(self):
         return len(self.input_ids)
