@@ -197,7 +197,7 @@ def render_model_card(
         moment = f"at the time marker {marker:.2f} of the {budget_hours:g} h budget"
     elif snapshot is not None and snapshot.name.startswith(f"{COOLDOWN_DIR}-"):
         moment = (f"at the end of a cooldown (`python -m budget_bert.cooldown`) of a marker checkpoint of a longer "
-                  f"wsd run: it is the model that a wsd run with a {budget_hours:g} h budget gives")
+                  f"wsd run: it is the model that a wsd run with a {budget_hours:.4g} h budget gives")
     else:
         moment = "at the end of training"
     where = f"branch `{branch}`" + (" and on `main`" if also_main and branch != "main" else "")
