@@ -54,7 +54,8 @@ RECIPE: dict[str, RecipeDefault] = {
     "warmup_proportion": RecipeDefault(0.06, "the seed's 6% of the budget"),
     "curve": RecipeDefault(
         "linear",
-        "linear decay to zero at the end of the budget, the seed's: 1.38x lower perplexity than wsd in 10 CPU minutes",
+        "linear decay to zero at the end of the budget, the seed's (against wsd in 10 CPU minutes: 243 vs 335, "
+        "165 vs 156)",
     ),
 }
 """Every default of the recipe, keyed by flag name (without `--`)."""
