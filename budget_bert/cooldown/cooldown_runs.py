@@ -37,6 +37,8 @@ logger = logging.get_logger(__name__)
 
 COOLDOWN_DIR = "cooldown"
 """The folder under the run's `output_dir` that holds one `run_mlm.py` output folder per cooldown."""
+COOLDOWN_SNAPSHOT_PREFIX = f"{COOLDOWN_DIR}-"
+"""How the name of a cooldown's end snapshot (and of its Hub branch) begins: `cooldown-budget-<B>h`."""
 # Flags of the original run that a cooldown sets itself, or that would do something else in it.
 _REPLACED_FLAGS = frozenset({
     "output_dir", "total_training_time", "early_exit_time_marker", "finetune_time_markers", "resume_from_checkpoint",
@@ -76,7 +78,7 @@ class Cooldown:
     @property
     def snapshot_name(self) -> str:
         """The name of the snapshot the cooldown ends in, and of its Hub branch: `cooldown-budget-<B>h`."""
-        return f"{COOLDOWN_DIR}-{self.name}"
+        return f"{COOLDOWN_SNAPSHOT_PREFIX}{self.name}"
 
     @property
     def snapshot_dir(self) -> Path:
@@ -117,7 +119,8 @@ def cooldown_snapshot_folders(output_dir: str | Path) -> list[Path]:
     """The snapshot folders of the finished cooldowns of the wsd run in `output_dir`, by name."""
     root = Path(output_dir) / COOLDOWN_DIR
     runs = sorted(folder for folder in root.iterdir() if folder.is_dir()) if root.is_dir() else []
-    return [folder for run in runs for folder in snapshot_folders(run) if folder.name == f"{COOLDOWN_DIR}-{run.name}"]
+    return [folder for run in runs for folder in snapshot_folders(run)
+            if folder.name == f"{COOLDOWN_SNAPSHOT_PREFIX}{run.name}"]
 
 
 def _flag_names(flags) -> set[str]:

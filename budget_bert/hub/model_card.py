@@ -24,7 +24,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from transformers import TrainerState
 
-from budget_bert.cooldown.cooldown_runs import COOLDOWN_DIR
+from budget_bert.cooldown.cooldown_runs import COOLDOWN_SNAPSHOT_PREFIX
 from budget_bert.hub.redaction import redact_secrets
 from trainer_callbacks.schedule_record import SCHEDULE_FILE, ScheduleRecord
 from trainer_callbacks.snapshots import SnapshotInfo
@@ -195,7 +195,7 @@ def render_model_card(
     marker = snapshot.marker if snapshot else None
     if marker is not None:
         moment = f"at the time marker {marker:.2f} of the {budget_hours:g} h budget"
-    elif snapshot is not None and snapshot.name.startswith(f"{COOLDOWN_DIR}-"):
+    elif snapshot is not None and snapshot.name.startswith(COOLDOWN_SNAPSHOT_PREFIX):
         moment = (f"at the end of a cooldown (`python -m budget_bert.cooldown`) of a marker checkpoint of a longer "
                   f"wsd run: it is the model that a wsd run with a {budget_hours:.4g} h budget gives")
     else:
