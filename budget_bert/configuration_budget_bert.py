@@ -9,6 +9,8 @@ ENCODER_LN_MODES = ("pre-ln", "post-ln")
 LAYER_NORM_TYPES = ("layernorm", "rmsnorm")
 MLP_TYPES = ("mlp", "glu")
 POSITION_EMBEDDING_TYPES = ("absolute", "rope")
+CLASSIFIER_HEADS = ("pooler", "lm_head")
+CLASSIFIER_POOLINGS = ("cls", "mean")
 
 # Written into every saved config so that a snapshot folder (which always carries both code files, see
 # `register_for_auto_class` in `budget_bert/__init__.py`) loads through any of these Auto classes with
@@ -59,6 +61,12 @@ class BudgetBertConfig(PretrainedConfig):
         pad_token_id (`int`, defaults to 0): id of the padding token (its embedding gets no gradient).
         classifier_dropout (`float`, *optional*): dropout before the sequence classifier; `hidden_dropout_prob`
             when unset.
+        classifier_head (`str`, defaults to `"pooler"`): the layer between the encoder and the sequence
+            classifier. `"pooler"` is BERT's pooler (dense + tanh), which MLM pretraining never trains;
+            `"lm_head"` is the MLM head's transform (dense + activation + norm, ModernBERT's classifier head),
+            which `from_pretrained` of a masked-LM checkpoint starts from its pretrained weights.
+        classifier_pooling (`str`, defaults to `"cls"`): what the classifier head reads: `"cls"` the first token,
+            `"mean"` the mean over the positions that `attention_mask` keeps.
         encoder_ln_mode (`str`, defaults to `"pre-ln"`): `"pre-ln"` normalises the input of each attention and
             feed-forward block and the encoder output; `"post-ln"` normalises after each residual sum, exactly BERT.
         layer_norm_type (`str`, defaults to `"layernorm"`): `"layernorm"` or `"rmsnorm"`, for every norm layer.
@@ -111,6 +119,8 @@ class BudgetBertConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-12
     pad_token_id: int | None = 0
     classifier_dropout: float | int | None = None
+    classifier_head: str = "pooler"
+    classifier_pooling: str = "cls"
     encoder_ln_mode: str = "pre-ln"
     layer_norm_type: str = "layernorm"
     layernorm_embedding: bool = True
@@ -161,6 +171,12 @@ class BudgetBertConfig(PretrainedConfig):
                     f"`position_embedding_type=\"rope\"` rotates pairs of head dimensions, so the head size "
                     f"(`hidden_size / num_attention_heads` = {head_size}) must be even; change either."
                 )
+        if self.classifier_head not in CLASSIFIER_HEADS:
+            problems.append(f"`classifier_head` must be one of {CLASSIFIER_HEADS}, got {self.classifier_head!r}.")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            problems.append(
+                f"`classifier_pooling` must be one of {CLASSIFIER_POOLINGS}, got {self.classifier_pooling!r}."
+            )
         if self.rope_theta <= 0:
             problems.append(f"`rope_theta` must be positive, got {self.rope_theta}.")
         if self.hidden_act not in ACT2FN:

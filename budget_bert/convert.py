@@ -48,6 +48,8 @@ BERT_ARCHITECTURE = {
     "norm_bias": True,
     "decoder_bias": True,
     "qk_norm": False,
+    "classifier_head": "pooler",
+    "classifier_pooling": "cls",
 }
 
 

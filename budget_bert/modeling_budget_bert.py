@@ -341,15 +341,29 @@ class BudgetBertEncoder(nn.Module):
         return hidden_states, all_hidden_states, all_attentions
 
 
+def pool_sequence(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
+    """One vector per sequence from (B, T, H) states: the first ([CLS]) token with `pooling="cls"`, the mean over
+    the positions `attention_mask` (B, T) keeps (all of them without a mask) with `"mean"`. Returns (B, H)."""
+    if pooling == "cls":
+        return hidden_states[:, 0]
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    keep = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
+    return (hidden_states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+
+
 class BudgetBertPooler(nn.Module):
-    """BERT's pooler: dense + tanh on the first ([CLS]) token."""
+    """BERT's pooler: dense + tanh on the sequence vector `config.classifier_pooling` reads (BERT's: [CLS])."""
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
+        self.pooling = config.classifier_pooling
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, H)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.dense(pool_sequence(hidden_states, attention_mask, self.pooling)))  # (B, H)
 
 
 class BudgetBertPreTrainedModel(PreTrainedModel):
@@ -450,7 +464,7 @@ class BudgetBertModel(BudgetBertPreTrainedModel):
         sequence_output, hidden_states, attentions = self.encoder(
             embedding_output, bias, output_attentions, output_hidden_states, rotary
         )
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        pooled_output = self.pooler(sequence_output, attention_mask) if self.pooler is not None else None
         output = BaseModelOutputWithPooling(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
@@ -479,21 +493,31 @@ def reduce_loss(loss_fn, inputs: torch.Tensor, target: torch.Tensor, num_items_i
     return loss_fn(inputs, target, reduction="sum") / num_items_in_batch
 
 
-class BudgetBertLMHead(nn.Module):
-    """MLM head: dense + activation + norm, then the decoder over the padded vocabulary (its weight is tied to the
-    word embeddings). Returns the padded logits; `BudgetBertForMaskedLM` never lets the padded columns be predicted.
-    """
+class BudgetBertPredictionTransform(nn.Module):
+    """The transform of the MLM head: dense + activation + norm. With `config.classifier_head="lm_head"` it is
+    also the sequence classifier's head, under the same weight names, so a masked-LM checkpoint starts it."""
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
         self.activation = ACT2FN[config.hidden_act]
         self.norm = make_norm(config)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.activation(self.dense(hidden_states)))  # (..., H)
+
+
+class BudgetBertLMHead(BudgetBertPredictionTransform):
+    """MLM head: the transform, then the decoder over the padded vocabulary (its weight is tied to the word
+    embeddings). Returns the padded logits; `BudgetBertForMaskedLM` never lets the padded columns be predicted.
+    """
+
+    def __init__(self, config: BudgetBertConfig):
+        super().__init__(config)
         self.decoder = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=config.decoder_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.norm(self.activation(self.dense(hidden_states)))  # (..., H)
-        return self.decoder(hidden_states)  # (..., Vp): the padded width keeps the product aligned
+        return self.decoder(super().forward(hidden_states))  # (..., Vp): the padded width keeps the product aligned
 
 
 def masked_lm_loss(
@@ -596,7 +620,8 @@ class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
 
 
 class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
-    """BudgetBert with a classification (or regression) head on the pooled [CLS] output.
+    """BudgetBert with a classification (or regression) head on one vector per sequence: BERT's pooler on [CLS] by
+    default; `config.classifier_head` and `config.classifier_pooling` choose the head and what it reads.
 
     The loss follows HF's `BertForSequenceClassification`: `config.problem_type` (inferred on first use as HF
     does, and recorded in the config so that saved models and pipelines know it) selects mean squared error,
@@ -608,7 +633,10 @@ class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
     def __init__(self, config: BudgetBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.budget_bert = BudgetBertModel(config)
+        uses_lm_head = config.classifier_head == "lm_head"
+        self.budget_bert = BudgetBertModel(config, add_pooling_layer=not uses_lm_head)
+        # Named as in BudgetBertForMaskedLM, so that from_pretrained of a masked-LM checkpoint loads it.
+        self.lm_head = BudgetBertPredictionTransform(config) if uses_lm_head else None
         classifier_dropout = config.classifier_dropout
         self.dropout = Dropout(config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -643,7 +671,12 @@ class BudgetBertForSequenceClassification(BudgetBertPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        if self.lm_head is None:
+            pooled_output = outputs.pooler_output  # (B, H)
+        else:
+            pooled = pool_sequence(outputs.last_hidden_state, attention_mask, self.config.classifier_pooling)
+            pooled_output = self.lm_head(pooled)  # (B, H)
+        logits = self.classifier(self.dropout(pooled_output))  # (B, num_labels)
 
         loss = None
         if labels is not None:

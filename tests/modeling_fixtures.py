@@ -18,7 +18,7 @@ TINY = dict(
 )
 
 # Every new switch on (ModernBERT-like, plus qk norm and scaled init), and a mix that covers the other branches:
-# post-LN with rotary positions, SwiGLU, RMSNorm, biases on except the decoder's.
+# post-LN with rotary positions, SwiGLU, RMSNorm, biases on except the decoder's, BERT's pooler on the mean.
 MODERN = dict(
     mlp_type="glu",
     position_embedding_type="rope",
@@ -27,6 +27,8 @@ MODERN = dict(
     decoder_bias=False,
     qk_norm=True,
     scale_residual_init=True,
+    classifier_head="lm_head",
+    classifier_pooling="mean",
 )
 MIXED = dict(
     encoder_ln_mode="post-ln",
@@ -36,6 +38,7 @@ MIXED = dict(
     position_embedding_type="rope",
     rope_theta=500.0,
     decoder_bias=False,
+    classifier_pooling="mean",
 )
 OPTION_SETS = [
     pytest.param({}, id="bert-options"),

@@ -353,6 +353,8 @@ def test_config_name_and_overrides_build_any_masked_lm(prepared_data, tmp_path):
         (["--model_name_or_path", "ckpt", "--config_overrides", "hidden_size=8"],
          "--config_overrides and --model_name_or_path"),
         (["--config_name", "missing.json"], "--config_name missing.json: cannot be read as a model config"),
+        (["--classifier_pooling", "max"], "--classifier_pooling must be one of ('cls', 'mean'), got 'max'"),
+        (["--classifier_head", "mlp"], "--classifier_head must be one of ('pooler', 'lm_head'), got 'mlp'"),
     ],
 )
 def test_config_problems_name_the_flag(prepared_data, tmp_path, extra, message):

@@ -24,6 +24,7 @@ def test_architecture_options_default_to_berts_behaviour():
     assert (config.mlp_type, config.position_embedding_type, config.rope_theta) == ("mlp", "absolute", 10000.0)
     assert (config.linear_bias, config.norm_bias, config.decoder_bias) == (True, True, True)
     assert (config.qk_norm, config.scale_residual_init) == (False, False)
+    assert (config.classifier_head, config.classifier_pooling) == ("pooler", "cls")
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,8 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
         decoder_bias=False,
         qk_norm=True,
         scale_residual_init=True,
+        classifier_head="lm_head",
+        classifier_pooling="mean",
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -107,5 +110,6 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
     loaded = BudgetBertConfig.from_pretrained(tmp_path)
     for name in ("hidden_size", "encoder_ln_mode", "layer_norm_type", "layernorm_embedding",
                  "sparse_mask_prediction", "pad_vocab_size_multiple", "mlp_type", "position_embedding_type",
-                 "rope_theta", "linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init"):
+                 "rope_theta", "linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init",
+                 "classifier_head", "classifier_pooling"):
         assert getattr(loaded, name) == getattr(config, name)

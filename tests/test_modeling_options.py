@@ -1,5 +1,6 @@
 """BudgetBert's architecture options, each against its definition: gated MLP (ModernBERT's), rotary positions
-(ModernBERT's rotation), bias switches, query/key norm, scaled residual init; and a training graph without breaks."""
+(ModernBERT's rotation), bias switches, query/key norm, scaled residual init, the sequence classifier's head and
+pooling; and a training graph without breaks."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from transformers import AutoModelForMaskedLM, ModernBertConfig
 from transformers.models.modernbert import modeling_modernbert
 
 from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
+from budget_bert import BudgetBertConfig
 from budget_bert.modeling_budget_bert import (
     BudgetBertLayer,
     BudgetBertRotaryEmbedding,
@@ -143,7 +145,10 @@ def test_bias_switches_remove_exactly_their_biases(model_class):
     assert without_bias(model_class(tiny_config(linear_bias=False))) == linears
     assert without_bias(model_class(tiny_config(norm_bias=False))) == norms
     assert without_bias(model_class(tiny_config(decoder_bias=False))) == decoder
-    assert without_bias(model_class(tiny_config(**MODERN))) == linears | norms | decoder
+    modern = model_class(tiny_config(**MODERN))
+    modern_linears = {name for name, module in modern.named_modules() if isinstance(module, torch.nn.Linear)} - head
+    modern_norms = {name for name, module in modern.named_modules() if isinstance(module, torch.nn.LayerNorm)}
+    assert without_bias(modern) == modern_linears | modern_norms | decoder
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
@@ -208,3 +213,51 @@ def test_a_training_step_compiles_to_one_graph_with_every_option(options):
     loss.backward()
     torch.testing.assert_close(loss, model(input_ids, attention_mask=attention_mask, labels=labels).loss)
     torch._dynamo.reset()
+
+
+def test_the_lm_head_classifier_head_starts_from_the_pretrained_mlm_head(tmp_path):
+    torch.manual_seed(0)
+    masked_lm = BudgetBertForMaskedLM(tiny_config(classifier_head="lm_head"))
+    masked_lm.save_pretrained(tmp_path)
+    classifier = BudgetBertForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    assert classifier.budget_bert.pooler is None
+    for name in ("dense.weight", "norm.weight", "norm.bias"):
+        torch.testing.assert_close(classifier.lm_head.get_parameter(name), masked_lm.lm_head.get_parameter(name))
+    input_ids, attention_mask = padded_input()
+    sequence = classifier.budget_bert(input_ids, attention_mask=attention_mask).last_hidden_state
+    expected = classifier.classifier(masked_lm.lm_head.norm(torch.nn.functional.gelu(
+        masked_lm.lm_head.dense(sequence[:, 0]))))
+    torch.testing.assert_close(classifier(input_ids, attention_mask=attention_mask).logits, expected)
+
+
+def test_the_default_pooler_head_is_berts_and_starts_fresh(tmp_path):
+    torch.manual_seed(0)
+    BudgetBertForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    classifier = BudgetBertForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert classifier.lm_head is None
+    input_ids, attention_mask = padded_input()
+    sequence = classifier.budget_bert(input_ids, attention_mask=attention_mask).last_hidden_state
+    expected = classifier.classifier(torch.tanh(classifier.budget_bert.pooler.dense(sequence[:, 0])))
+    torch.testing.assert_close(classifier(input_ids, attention_mask=attention_mask).logits, expected)
+
+
+@pytest.mark.parametrize("classifier_head", ["pooler", "lm_head"])
+@pytest.mark.parametrize("classifier_pooling", ["cls", "mean"])
+def test_classifier_pooling_reads_the_first_token_or_the_mean_of_the_kept_ones(classifier_head, classifier_pooling):
+    torch.manual_seed(0)
+    model = BudgetBertForSequenceClassification(
+        tiny_config(classifier_head=classifier_head, classifier_pooling=classifier_pooling, num_labels=2)
+    ).eval()
+    input_ids, attention_mask = padded_input()
+    logits = model(input_ids, attention_mask=attention_mask).logits
+    # The mean is over the kept positions only: the second sequence's padded tail does not count.
+    states = model.budget_bert(input_ids, attention_mask=attention_mask).last_hidden_state
+    pooled = states[:, 0] if classifier_pooling == "cls" else torch.stack([states[0].mean(0), states[1, :7].mean(0)])
+    head = model.lm_head if classifier_head == "lm_head" else lambda x: torch.tanh(model.budget_bert.pooler.dense(x))
+    torch.testing.assert_close(logits, model.classifier(head(pooled)))
+
+
+@pytest.mark.parametrize(("field", "value"), [("classifier_head", "mlp"), ("classifier_pooling", "max")])
+def test_an_unknown_classifier_head_or_pooling_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        BudgetBertConfig(**{field: value})

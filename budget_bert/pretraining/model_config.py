@@ -30,6 +30,7 @@ BUDGET_BERT_SHAPE_FLAGS = (
     "hidden_act", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "mlp_type",
     "position_embedding_type", "linear_bias", "norm_bias", "qk_norm", "hidden_dropout_prob",
     "attention_probs_dropout_prob", "encoder_ln_mode", "layer_norm_type", "max_position_embeddings",
+    "classifier_head", "classifier_pooling",
 )
 """The flags that shape a fresh BudgetBert (each a `BudgetBertConfig` field of the same name)."""
 _SPECIAL_TOKEN_IDS = ("pad_token_id", "cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")

@@ -126,6 +126,17 @@ class ModelArguments:
         default=recipe_value("qk_norm"),
         metadata={"help": "BudgetBert: RMSNorm of each head's queries and keys before attention."},
     )
+    classifier_head: str = field(
+        default=recipe_value("classifier_head"),
+        metadata={"help": "BudgetBert: the sequence classifier's head when the model is finetuned: 'lm_head' (the "
+                  "MLM head's dense + activation + norm, so finetuning starts from pretrained weights, as ModernBERT) "
+                  "or 'pooler' (BERT's dense + tanh, which pretraining never trains)."},
+    )
+    classifier_pooling: str = field(
+        default=recipe_value("classifier_pooling"),
+        metadata={"help": "BudgetBert: what the sequence classifier reads: 'cls' (the first token, BERT's) or 'mean' "
+                  "(the mean over the unpadded tokens)."},
+    )
     hidden_dropout_prob: float = field(
         default=recipe_value("hidden_dropout_prob"), metadata={"help": "BudgetBert: dropout on hidden states."}
     )

@@ -33,6 +33,14 @@ RECIPE: dict[str, RecipeDefault] = {
     "qk_norm": RecipeDefault(
         True, "RMSNorm of queries and keys (OLMo 2, Gemma 3): keeps attention logits bounded at a high LR"
     ),
+    "classifier_head": RecipeDefault(
+        "lm_head", "the finetuned classifier starts from the pretrained MLM head's transform (ModernBERT's)"
+    ),
+    "classifier_pooling": RecipeDefault(
+        "mean",
+        "the mean over the tokens: movie-review accuracy 0.719 against 0.689 with [CLS] (medians of 3 finetuning "
+        "seeds)",
+    ),
     "hidden_dropout_prob": RecipeDefault(
         0.0, "no dropout: a budget run sees little data more than once, and the masks are cheaper to skip"
     ),
