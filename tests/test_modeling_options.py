@@ -8,8 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM, ModernBertConfig
 from transformers.models.modernbert import modeling_modernbert
 
-from budget_bert import BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
-from budget_bert import BudgetBertConfig
+from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert.modeling_budget_bert import (
     BudgetBertLayer,
     BudgetBertRotaryEmbedding,
@@ -133,22 +132,27 @@ def without_bias(model: torch.nn.Module) -> set[str]:
     return {name for name, module in model.named_modules() if isinstance(module, kinds) and module.bias is None}
 
 
+def layer_names(model: torch.nn.Module, kind: type) -> set[str]:
+    """Names of the `kind` layers of `model`."""
+    return {name for name, module in model.named_modules() if isinstance(module, kind)}
+
+
 @pytest.mark.parametrize("model_class", [BudgetBertForMaskedLM, BudgetBertForSequenceClassification])
 def test_bias_switches_remove_exactly_their_biases(model_class):
     model = model_class(tiny_config())
     head = {"lm_head.decoder", "classifier"}
-    linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)} - head
-    norms = {name for name, module in model.named_modules() if isinstance(module, torch.nn.LayerNorm)}
+    linears = layer_names(model, torch.nn.Linear) - head
+    norms = layer_names(model, torch.nn.LayerNorm)
     assert {"lm_head.dense", "budget_bert.pooler.dense"} & linears  # the head's dense layer, or the pooler
     decoder = {"lm_head.decoder"} if model_class is BudgetBertForMaskedLM else set()
     assert without_bias(model) == set()
     assert without_bias(model_class(tiny_config(linear_bias=False))) == linears
     assert without_bias(model_class(tiny_config(norm_bias=False))) == norms
     assert without_bias(model_class(tiny_config(decoder_bias=False))) == decoder
+    # MODERN's classifier head may differ from the default's (lm_head instead of the pooler): list its own layers.
     modern = model_class(tiny_config(**MODERN))
-    modern_linears = {name for name, module in modern.named_modules() if isinstance(module, torch.nn.Linear)} - head
-    modern_norms = {name for name, module in modern.named_modules() if isinstance(module, torch.nn.LayerNorm)}
-    assert without_bias(modern) == modern_linears | modern_norms | decoder
+    modern_layers = (layer_names(modern, torch.nn.Linear) - head) | layer_names(modern, torch.nn.LayerNorm)
+    assert without_bias(modern) == modern_layers | decoder
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
