@@ -83,6 +83,9 @@ class BudgetBertConfig(PretrainedConfig):
             the feed-forward block (the layers that write into the residual stream) with standard deviation
             `initializer_range / sqrt(2 * num_hidden_layers)` (GPT-2, Megatron, ModernBERT) instead of
             `initializer_range`.
+        scale_head_init (`bool`, defaults to `False`): initialise the dense layer of the MLM head's transform (also
+            the classifier's head with `classifier_head="lm_head"`) with that same smaller standard deviation, as
+            ModernBERT does; with `scale_residual_init` it is ModernBERT's scaling of the output layers.
         sparse_mask_prediction (`bool`, defaults to `True`): when labels are given, run the MLM head only on the
             positions whose label is not -100.
         pad_vocab_size_multiple (`int`, defaults to 8): the embedding matrix gets `vocab_size` rounded up to a
@@ -129,6 +132,7 @@ class BudgetBertConfig(PretrainedConfig):
     decoder_bias: bool = True
     qk_norm: bool = False
     scale_residual_init: bool = False
+    scale_head_init: bool = False
     sparse_mask_prediction: bool = True
     pad_vocab_size_multiple: int = 8
     tie_word_embeddings: bool = True

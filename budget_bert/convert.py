@@ -73,7 +73,7 @@ def budget_bert_config_from_bert(bert_config: BertConfig, **overrides) -> Budget
         "classifier_dropout",
     )
     kwargs = {name: getattr(bert_config, name) for name in fields}
-    kwargs.update(BERT_ARCHITECTURE, scale_residual_init=False)
+    kwargs.update(BERT_ARCHITECTURE, scale_residual_init=False, scale_head_init=False)
     kwargs.update(id2label=bert_config.id2label, label2id=bert_config.label2id)
     kwargs.update(overrides)
     return BudgetBertConfig(**kwargs)

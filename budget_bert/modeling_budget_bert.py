@@ -205,6 +205,10 @@ class ResidualOutputLinear(nn.Linear):
     """
 
 
+class HeadTransformLinear(nn.Linear):
+    """The dense layer of the MLM head's transform, its own class for `_init_weights` (as `ResidualOutputLinear`)."""
+
+
 class BudgetBertSelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection and an output projection, optionally normalising
     and rotating (rotary positions) the queries and keys.
@@ -377,14 +381,17 @@ class BudgetBertPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module):
         """HF's initialisation (normal weights with `initializer_range`, zero biases, unit norms), plus the
-        query/key norm weights at one and, with `config.scale_residual_init`, the residual output projections at
-        `initializer_range / sqrt(2 * num_hidden_layers)`."""
+        query/key norm weights at one and `initializer_range / sqrt(2 * num_hidden_layers)` for the residual output
+        projections with `config.scale_residual_init` and for the head transform's dense layer with
+        `config.scale_head_init`."""
         super()._init_weights(module)
+        scaled_std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
         if isinstance(module, BudgetBertQKNorm):
             init.ones_(module.weight)
         elif isinstance(module, ResidualOutputLinear) and self.config.scale_residual_init:
-            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
-            init.normal_(module.weight, mean=0.0, std=std)
+            init.normal_(module.weight, mean=0.0, std=scaled_std)
+        elif isinstance(module, HeadTransformLinear) and self.config.scale_head_init:
+            init.normal_(module.weight, mean=0.0, std=scaled_std)
 
     def resize_token_embeddings(
         self,
@@ -407,6 +414,8 @@ class BudgetBertPreTrainedModel(PreTrainedModel):
         )
         self.config.vocab_size = vocab_size
         self.vocab_size = vocab_size
+        if isinstance(decoder := self.get_output_embeddings(), BudgetBertDecoder):
+            decoder.vocab_size = vocab_size
         return embeddings
 
 
@@ -499,7 +508,7 @@ class BudgetBertPredictionTransform(nn.Module):
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
+        self.dense = HeadTransformLinear(config.hidden_size, config.hidden_size, bias=config.linear_bias)
         self.activation = ACT2FN[config.hidden_act]
         self.norm = make_norm(config)
 
@@ -507,29 +516,50 @@ class BudgetBertPredictionTransform(nn.Module):
         return self.norm(self.activation(self.dense(hidden_states)))  # (..., H)
 
 
+class BudgetBertDecoder(nn.Linear):
+    """The MLM decoder over the padded vocabulary (`out_features` rows, aligned for the matrix product). The columns
+    of the padding (from `vocab_size` on) come out -inf through the bias the product adds, so they are never
+    predicted and nothing passes over the logits to mask them (an in-place mask costs copies of the logits in the
+    backward pass)."""
+
+    def __init__(self, in_features: int, out_features: int, vocab_size: int, bias: bool = True, **kwargs):
+        super().__init__(in_features, out_features, bias=bias, **kwargs)
+        self.vocab_size = vocab_size
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, vocab_size: int) -> "BudgetBertDecoder":
+        """A decoder over the parameters of `linear` (shared, not copied)."""
+        decoder = cls(linear.in_features, linear.out_features, vocab_size, bias=linear.bias is not None, device="meta")
+        decoder.weight, decoder.bias = linear.weight, linear.bias
+        return decoder
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        bias = self.bias if self.bias is not None else hidden_states.new_zeros(self.out_features)
+        padding = torch.arange(self.out_features, device=bias.device) >= self.vocab_size  # (Vp,)
+        return F.linear(hidden_states, self.weight, bias.masked_fill(padding, float("-inf")))  # (..., Vp)
+
+
 class BudgetBertLMHead(BudgetBertPredictionTransform):
     """MLM head: the transform, then the decoder over the padded vocabulary (its weight is tied to the word
-    embeddings). Returns the padded logits; `BudgetBertForMaskedLM` never lets the padded columns be predicted.
+    embeddings). Returns the padded logits, -inf in the padded columns; `BudgetBertForMaskedLM` slices them off.
     """
 
     def __init__(self, config: BudgetBertConfig):
         super().__init__(config)
-        self.decoder = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=config.decoder_bias)
+        self.decoder = BudgetBertDecoder(
+            config.hidden_size, config.padded_vocab_size, config.vocab_size, bias=config.decoder_bias
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.decoder(super().forward(hidden_states))  # (..., Vp): the padded width keeps the product aligned
 
 
 def masked_lm_loss(
-    padded_logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, num_items_in_batch
+    padded_logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch
 ) -> torch.Tensor:
-    """Cross-entropy over the real vocabulary, computed in float32, from (..., Vp) logits and (...) labels.
-
-    The padded columns are set to -inf in place rather than sliced off: cross-entropy on a contiguous tensor
-    avoids copying the logits forward and backward. Only those columns change, which callers slice away.
-    """
+    """Cross-entropy in float32 from (..., Vp) logits (-inf in the padded columns: they take no probability) and
+    (...) labels."""
     logits = padded_logits.float().view(-1, padded_logits.shape[-1])  # (N, Vp)
-    logits[:, vocab_size:] = float("-inf")
     return reduce_loss(F.cross_entropy, logits, labels.reshape(-1), num_items_in_batch)
 
 
@@ -564,6 +594,8 @@ class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
         return self.lm_head.decoder
 
     def set_output_embeddings(self, new_embeddings: nn.Linear):
+        if not isinstance(new_embeddings, BudgetBertDecoder):  # HF's resize_token_embeddings builds an nn.Linear
+            new_embeddings = BudgetBertDecoder.from_linear(new_embeddings, self.config.vocab_size)
         self.lm_head.decoder = new_embeddings
 
     def forward(
@@ -610,7 +642,7 @@ class BudgetBertForMaskedLM(BudgetBertPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = masked_lm_loss(padded_logits, labels, self.config.vocab_size, num_items_in_batch)
+            loss = masked_lm_loss(padded_logits, labels, num_items_in_batch)
         logits = padded_logits[..., : self.config.vocab_size]  # (N, V) or (B, T, V)
 
         output = MaskedLMOutput(

@@ -27,6 +27,7 @@ MODERN = dict(
     decoder_bias=False,
     qk_norm=True,
     scale_residual_init=True,
+    scale_head_init=True,
     classifier_head="lm_head",
     classifier_pooling="mean",
 )

@@ -98,7 +98,7 @@ def test_the_row_command_reruns_nothing_and_finetunes_the_run(tiny_grid):
     assert 0 <= finetuning["result"]["accuracy"] <= 1
     assert finetuning["result"]["finetuned_by"].startswith("python run_glue.py --model_name_or_path")
     row = table_rows(tiny_grid)["modernbert"]
-    assert row[7] == f"{finetuning['result']['accuracy']:.4f} (1 runs)"
+    assert row[7] == f"{finetuning['result']['accuracy']:.4f} (1 finetunings)"
     assert "--finetune" in row[-1]
     assert table_rows(tiny_grid)["bert"][7] == "-"
 
@@ -130,6 +130,36 @@ def test_the_table_says_which_targets_are_met(bench):
     table = quality.render_table(records)
     modern, bert = math.exp(5.2 - 5.0), math.exp(5.3 - 5.0)
     assert f"| defaults | {modern:.3f} (met) | {bert:.3f} (missed) | 1.000 (met) |" in table  # 1.22 >= 1.11, 1.35 < 1.5
+
+
+def test_each_finetuning_seed_is_its_own_finetuning_and_the_row_takes_their_median(bench, monkeypatch, tmp_path):
+    quality, _ = bench
+    commands = []
+
+    def finetune(script, command):  # run_glue.py, faked: its accuracy is the seed / 10
+        commands.append(command)
+        output_dir = Path(command[command.index("--output_dir") + 1])
+        output_dir.mkdir()
+        seed = int(command[command.index("--seed") + 1])
+        (output_dir / quality.RESULTS_FILE).write_text(json.dumps({"eval_accuracy": seed / 10}))
+
+    monkeypatch.setattr(quality, "run_script", finetune)
+    monkeypatch.setattr(quality, "render", lambda args, results: None)
+    args = quality.QualityPerHourArguments(work_dir=str(tmp_path), finetune=True, finetune_seeds=[1, 2, 6])
+    run = run_record("budget-bert", None, 1, 5.0)
+    run["result"]["model_dir"] = str(tmp_path / "model")
+    (tmp_path / "model").mkdir()
+    results = quality.ResultsFile(tmp_path / "results.jsonl")
+    for seed in args.finetune_seeds:
+        quality.ensure_finetuning(args, results, run, tmp_path / "reviews", seed)
+    assert [command[command.index("--seed") + 1] for command in commands] == ["1", "2", "6"]
+    assert [Path(command[command.index("--output_dir") + 1]).name for command in commands] == [
+        "model-reviews", "model-reviews-seed2", "model-reviews-seed6"]  # seed 1 is the run's own: the default
+    quality.ensure_finetuning(args, results, run, tmp_path / "reviews", 2)
+    assert len(commands) == 3  # recorded: not finetuned again
+    older = {**results.records[0], "settings": {"max_finetune_steps": 5}, "result": {"accuracy": 0.0}}
+    row = quality.render_table([run, older, *results.records]).split("\n| budget-bert |")[1]
+    assert "| 0.2000 (3 finetunings) |" in row  # the median of 0.1, 0.2, 0.6; the older settings do not count
 
 
 def test_a_row_command_parses_back_to_the_same_settings(bench):

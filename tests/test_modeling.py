@@ -54,7 +54,7 @@ def test_post_ln_budget_bert_with_bert_weights_is_bert(bert_class, budget_class,
 def test_config_from_bert_sets_every_bert_switch_and_plain_init():
     config = budget_bert_config_from_bert(BertConfig(**TINY))
     assert {name: getattr(config, name) for name in BERT_ARCHITECTURE} == BERT_ARCHITECTURE
-    assert config.scale_residual_init is False
+    assert (config.scale_residual_init, config.scale_head_init) == (False, False)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_architecture_options_default_to_berts_behaviour():
     config = BudgetBertConfig()
     assert (config.mlp_type, config.position_embedding_type, config.rope_theta) == ("mlp", "absolute", 10000.0)
     assert (config.linear_bias, config.norm_bias, config.decoder_bias) == (True, True, True)
-    assert (config.qk_norm, config.scale_residual_init) == (False, False)
+    assert (config.qk_norm, config.scale_residual_init, config.scale_head_init) == (False, False, False)
     assert (config.classifier_head, config.classifier_pooling) == ("pooler", "cls")
 
 
@@ -62,7 +62,8 @@ def test_rotary_positions_need_an_even_head_size():
         BudgetBertConfig(hidden_size=12, num_attention_heads=4, position_embedding_type="rope")
 
 
-@pytest.mark.parametrize("field", ["linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init"])
+@pytest.mark.parametrize("field", ["linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init",
+                                   "scale_head_init"])
 def test_switches_must_be_booleans(field):
     with pytest.raises(StrictDataclassFieldValidationError, match=f"{field}.*expected bool"):
         BudgetBertConfig(**{field: "no"})
@@ -100,6 +101,7 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
         decoder_bias=False,
         qk_norm=True,
         scale_residual_init=True,
+        scale_head_init=True,
         classifier_head="lm_head",
         classifier_pooling="mean",
     )
@@ -111,5 +113,5 @@ def test_save_and_load_keep_every_field_and_the_auto_map(tmp_path):
     for name in ("hidden_size", "encoder_ln_mode", "layer_norm_type", "layernorm_embedding",
                  "sparse_mask_prediction", "pad_vocab_size_multiple", "mlp_type", "position_embedding_type",
                  "rope_theta", "linear_bias", "norm_bias", "decoder_bias", "qk_norm", "scale_residual_init",
-                 "classifier_head", "classifier_pooling"):
+                 "scale_head_init", "classifier_head", "classifier_pooling"):
         assert getattr(loaded, name) == getattr(config, name)

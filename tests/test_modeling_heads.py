@@ -81,6 +81,24 @@ def test_padded_vocabulary_rows_are_never_predicted(sparse_mask_prediction):
     assert out.loss < 100
 
 
+@pytest.mark.parametrize("decoder_bias", [True, False])
+def test_the_decoder_puts_minus_infinity_in_the_padded_columns_only(decoder_bias):
+    torch.manual_seed(0)
+    model = BudgetBertForMaskedLM(tiny_config(decoder_bias=decoder_bias))
+    hidden = torch.randn(3, TINY["hidden_size"], requires_grad=True)
+    padded_logits = model.lm_head(hidden)
+    vocab = TINY["vocab_size"]
+    assert padded_logits.shape == (3, 56)
+    assert torch.isfinite(padded_logits[:, :vocab]).all()
+    assert torch.isneginf(padded_logits[:, vocab:]).all()
+    nn.functional.cross_entropy(padded_logits, torch.tensor([0, 5, vocab - 1])).backward()
+    weight_grad = model.lm_head.decoder.weight.grad
+    assert torch.isfinite(weight_grad).all() and torch.isfinite(hidden.grad).all()
+    assert weight_grad[vocab:].eq(0).all()  # the padded rows learn nothing
+    if decoder_bias:
+        assert model.lm_head.decoder.bias.grad[vocab:].eq(0).all()
+
+
 def token_losses(model: BudgetBertForMaskedLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-token cross-entropy of the labelled positions, from the dense logits."""
     dense = copy.deepcopy(model)

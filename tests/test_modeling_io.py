@@ -21,6 +21,7 @@ from transformers import (
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert.configuration_budget_bert import DEFAULT_AUTO_MAP
+from budget_bert.modeling_budget_bert import BudgetBertDecoder
 from modeling_fixtures import OPTION_SETS
 from modeling_fixtures import TINY as SHARED_TINY
 from modeling_fixtures import tiny_config as shared_tiny_config
@@ -199,6 +200,9 @@ def test_resize_token_embeddings_keeps_rows_padded_and_the_folder_reloadable(sav
     decoder_bias = model.lm_head.decoder.bias
     assert (decoder_bias is None) if not model.config.decoder_bias else decoder_bias.shape == (64,)
     assert model.lm_head.decoder.weight is model.budget_bert.embeddings.word_embeddings.weight
+    assert isinstance(model.lm_head.decoder, BudgetBertDecoder) and model.lm_head.decoder.vocab_size == new_vocab
+    padded_logits = model.lm_head(torch.randn(2, TINY["hidden_size"]))
+    assert torch.isfinite(padded_logits[:, :new_vocab]).all() and torch.isneginf(padded_logits[:, new_vocab:]).all()
     torch.testing.assert_close(model.budget_bert.embeddings.word_embeddings.weight[: TINY["vocab_size"]], old_rows)
     with torch.no_grad():
         resized_logits = model(input_ids).logits

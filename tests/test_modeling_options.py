@@ -13,6 +13,7 @@ from budget_bert.modeling_budget_bert import (
     BudgetBertLayer,
     BudgetBertRotaryEmbedding,
     BudgetBertSelfAttention,
+    HeadTransformLinear,
     ResidualOutputLinear,
     apply_rotary,
 )
@@ -188,20 +189,29 @@ def test_qk_norm_weights_learn_and_are_initialised_to_one_when_missing_from_a_ch
         assert torch.equal(layer.attention.qk_norm.weight, torch.ones_like(layer.attention.qk_norm.weight))
 
 
+@pytest.mark.parametrize("scale_head_init", [False, True])
 @pytest.mark.parametrize("scale_residual_init", [False, True])
-def test_scale_residual_init_scales_only_the_residual_output_projections(scale_residual_init):
+def test_scaled_init_scales_only_the_residual_output_projections_and_the_head_dense(
+    scale_residual_init, scale_head_init
+):
     torch.manual_seed(0)
     config = tiny_config(hidden_size=64, intermediate_size=128, num_hidden_layers=4, mlp_type="glu",
-                         scale_residual_init=scale_residual_init)
-    model = BudgetBertForMaskedLM(config)
-    scaled = config.initializer_range / (2 * config.num_hidden_layers) ** 0.5 if scale_residual_init else 0.02
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name != "lm_head.decoder":
-            expected = scaled if isinstance(module, ResidualOutputLinear) else config.initializer_range
-            assert module.weight.std().item() == pytest.approx(expected, rel=0.1), name
-    residual = [name for name, m in model.named_modules() if isinstance(m, ResidualOutputLinear)]
-    assert len(residual) == 2 * config.num_hidden_layers
-    assert all(name.endswith(("attention.dense", ".output")) for name in residual)
+                         classifier_head="lm_head", scale_residual_init=scale_residual_init,
+                         scale_head_init=scale_head_init)
+    scaled = config.initializer_range / (2 * config.num_hidden_layers) ** 0.5
+    for model in (BudgetBertForMaskedLM(config), BudgetBertForSequenceClassification(config)):
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name not in ("lm_head.decoder", "classifier"):
+                expected = config.initializer_range
+                if isinstance(module, ResidualOutputLinear) and scale_residual_init:
+                    expected = scaled
+                if name == "lm_head.dense" and scale_head_init:
+                    expected = scaled
+                assert module.weight.std().item() == pytest.approx(expected, rel=0.1), name
+        residual = [name for name, m in model.named_modules() if isinstance(m, ResidualOutputLinear)]
+        assert len(residual) == 2 * config.num_hidden_layers
+        assert all(name.endswith(("attention.dense", ".output")) for name in residual)
+        assert [name for name, m in model.named_modules() if isinstance(m, HeadTransformLinear)] == ["lm_head.dense"]
 
 
 @pytest.mark.parametrize("options", [MODERN, MIXED], ids=["modern", "mixed"])

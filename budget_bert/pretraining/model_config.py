@@ -28,9 +28,9 @@ BUDGET_BERT_TYPES = (BudgetBertConfig.model_type, "bert-mlm")
 """`--model_type` values that mean BudgetBert (`bert-mlm` is the seed's name)."""
 BUDGET_BERT_SHAPE_FLAGS = (
     "hidden_act", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "mlp_type",
-    "position_embedding_type", "linear_bias", "norm_bias", "qk_norm", "hidden_dropout_prob",
-    "attention_probs_dropout_prob", "encoder_ln_mode", "layer_norm_type", "max_position_embeddings",
-    "classifier_head", "classifier_pooling",
+    "position_embedding_type", "linear_bias", "norm_bias", "qk_norm", "scale_residual_init", "scale_head_init",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "encoder_ln_mode", "layer_norm_type",
+    "max_position_embeddings", "classifier_head", "classifier_pooling",
 )
 """The flags that shape a fresh BudgetBert (each a `BudgetBertConfig` field of the same name)."""
 _SPECIAL_TOKEN_IDS = ("pad_token_id", "cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")

@@ -126,6 +126,16 @@ class ModelArguments:
         default=recipe_value("qk_norm"),
         metadata={"help": "BudgetBert: RMSNorm of each head's queries and keys before attention."},
     )
+    scale_residual_init: bool = field(
+        default=recipe_value("scale_residual_init"),
+        metadata={"help": "BudgetBert: initialise the attention and feed-forward output projections at "
+                  "initializer_range / sqrt(2 x layers) (GPT-2, ModernBERT) instead of initializer_range (BERT)."},
+    )
+    scale_head_init: bool = field(
+        default=recipe_value("scale_head_init"),
+        metadata={"help": "BudgetBert: initialise the MLM head's dense layer at initializer_range / sqrt(2 x layers) "
+                  "(ModernBERT) instead of initializer_range (BERT)."},
+    )
     classifier_head: str = field(
         default=recipe_value("classifier_head"),
         metadata={"help": "BudgetBert: the sequence classifier's head when the model is finetuned: 'lm_head' (the "
