@@ -9,7 +9,8 @@
         run_cli("run_mlm.py", main)
 
 Used by `run_mlm.py`, `run_glue.py`, `prepare_data.py`, `glue_sweep.py`, `python -m budget_bert.report` and
-`python -m budget_bert.hub.push`. An expected error ends the script with one line per problem,
+`python -m budget_bert.hub.push`; `parse_config_overrides` reads the `--config_overrides` of `run_mlm.py` and
+`run_glue.py`. An expected error ends the script with one line per problem,
 `<script>: error: <problem>`: a `UsageError` (a bad flag, a missing file, data that does not fit) with exit code 2,
 the code argparse uses for usage errors, an `ExpectedError` (a run that failed for a reason outside the program,
 such as a full disk) with 1. Anything else is a bug and keeps its traceback. `--log_level debug` (or `--debug`, for the
@@ -18,6 +19,7 @@ scripts that have no `--log_level`) shows the traceback of an expected error too
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import transformers
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PretrainedConfig
 
 
 EXIT_USAGE = 2
@@ -171,3 +175,20 @@ def run_cli(prog: str, main: Callable[[list[str]], _T], argv: Sequence[str] | No
         for problem in error.problems:
             print(f"{prog}: error: {problem}", file=sys.stderr, flush=True)
         raise SystemExit(error.exit_code) from None
+
+
+def parse_config_overrides(overrides: str, template: PretrainedConfig) -> dict[str, Any]:
+    """
+    `--config_overrides "k=v,k=v"` as typed values, read as HuggingFace's run_mlm.py reads them
+    (`PretrainedConfig.update_from_string`: each key must be a field of `template`, the value takes its type).
+    """
+    probe = copy.deepcopy(template)
+    try:
+        probe.update_from_string(overrides)
+        keys = [item.split("=", 1)[0] for item in overrides.split(",")]
+    except (ValueError, StrictDataclassError) as error:
+        raise UsageError(
+            f"--config_overrides {overrides}: {error} (give k=v pairs separated by commas, keys of the "
+            f"{type(template).__name__})"
+        ) from None
+    return {key: getattr(probe, key) for key in keys}

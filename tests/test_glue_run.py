@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForSequenceClassification,
@@ -288,6 +289,21 @@ def test_budget_bert_snapshot_with_budget_bert_imported(budget_snapshot, tmp_pat
     assert config["architectures"] == ["BudgetBertForSequenceClassification"]
     assert config["problem_type"] == "regression"
     assert (tmp_path / "out" / "modeling_budget_bert.py").is_file()  # the finetuned folder loads remotely too
+
+
+def test_config_overrides_switch_a_snapshots_classifier_and_bad_ones_name_the_flag(budget_snapshot, tmp_path, caplog):
+    files = write_task_files(tmp_path / "data", ("sentence",), binary, splits={"train": 8, "validation": 8})
+    overrides = ["--config_overrides", "classifier_head=lm_head,classifier_pooling=mean"]
+    run_glue.main(argv(budget_snapshot, tmp_path / "out", files, *overrides, task="sst2"))
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["classifier_head"], config["classifier_pooling"]) == ("lm_head", "mean")
+    finetuned = load_file(tmp_path / "out" / "model.safetensors")
+    assert "lm_head.dense.weight" in finetuned and not any(name.startswith("budget_bert.pooler") for name in finetuned)
+    report = "\n".join(record.getMessage() for record in caplog.records if "MISSING" in record.getMessage())
+    assert "classifier.weight" in report and "lm_head.dense" not in report and "lm_head.norm" not in report
+    with pytest.raises(ValueError, match=r"--config_overrides classifier_heads=lm_head: .*keys of the BudgetBertConfig"):
+        run_glue.main(argv(budget_snapshot, tmp_path / "out2", files, "--config_overrides", "classifier_heads=lm_head",
+                           task="sst2"))
 
 
 def test_trust_remote_code_loads_the_snapshot_code(budget_snapshot, tmp_path):

@@ -65,6 +65,15 @@ class ModelArguments:
             "run_glue.py imports budget_bert, whose registered classes take precedence."
         },
     )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Change fields of the model's config before finetuning, HuggingFace run_mlm.py's syntax "
+            "'k=v,k=v' (each key a field of the model's config): e.g. 'classifier_head=lm_head,"
+            "classifier_pooling=mean' gives a budget-bert snapshot pretrained before those options the recipe's "
+            "classifier, 'classifier_dropout=0.1' another classifier dropout."
+        },
+    )
     ignore_mismatched_sizes: bool = field(
         default=False,
         metadata={

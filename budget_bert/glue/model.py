@@ -18,6 +18,7 @@ from transformers import (
 
 from transformers.utils import logging
 
+from budget_bert.cli import parse_config_overrides
 from budget_bert.data.tokenization import load_tokenizer
 from budget_bert.glue.glue_arguments import ModelArguments
 from budget_bert.glue.glue_data import LabelSpec
@@ -100,8 +101,15 @@ def check_head(config: PretrainedConfig, labels: LabelSpec, model_args: ModelArg
 
 
 def load_model(model_args: ModelArguments, labels: LabelSpec) -> PreTrainedModel:
-    """A sequence-classification model for `labels`, with `id2label`/`label2id` and the problem type set."""
-    check_head(_load_config(model_args), labels, model_args)
+    """A sequence-classification model for `labels`, with `id2label`/`label2id`, the problem type and
+    `--config_overrides` set.
+
+    Raises:
+        UsageError: a `--config_overrides` key that is not a field of the model's config, or a value of the wrong type.
+    """
+    saved_config = _load_config(model_args)
+    check_head(saved_config, labels, model_args)
+    overrides = parse_config_overrides(model_args.config_overrides, saved_config) if model_args.config_overrides else {}
     label_kwargs = {}
     if not labels.is_regression:
         label_kwargs = {
@@ -113,6 +121,7 @@ def load_model(model_args: ModelArguments, labels: LabelSpec) -> PreTrainedModel
         num_labels=labels.num_labels,
         problem_type="regression" if labels.is_regression else "single_label_classification",
         **label_kwargs,
+        **overrides,
     )
     return AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path,

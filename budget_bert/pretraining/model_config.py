@@ -9,7 +9,6 @@ when the model is built (`config_for_tokenizer`).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Collection
 from typing import Any
@@ -20,7 +19,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from budget_bert import BudgetBertConfig
-from budget_bert.cli import UsageError
+from budget_bert.cli import UsageError, parse_config_overrides
 from budget_bert.pretraining.recipe import default_intermediate_size
 
 
@@ -41,23 +40,6 @@ _TOKEN_FOR_ID = {"bos_token_id": "cls_token_id", "eos_token_id": "sep_token_id"}
 def masked_lm_types() -> list[str]:
     """Every `--model_type`: BudgetBert's names and the model types `AutoModelForMaskedLM` knows."""
     return [*BUDGET_BERT_TYPES, *sorted(MODEL_FOR_MASKED_LM_MAPPING_NAMES)]
-
-
-def parse_config_overrides(overrides: str, template: PretrainedConfig) -> dict[str, Any]:
-    """
-    `--config_overrides "k=v,k=v"` as typed values, read as HuggingFace's run_mlm.py reads them
-    (`PretrainedConfig.update_from_string`: each key must be a field of `template`, the value takes its type).
-    """
-    probe = copy.deepcopy(template)
-    try:
-        probe.update_from_string(overrides)
-        keys = [item.split("=", 1)[0] for item in overrides.split(",")]
-    except (ValueError, StrictDataclassError) as error:
-        raise UsageError(
-            f"--config_overrides {overrides}: {error} (give k=v pairs separated by commas, keys of the "
-            f"{type(template).__name__})"
-        ) from None
-    return {key: getattr(probe, key) for key in keys}
 
 
 def build_model_config(
