@@ -26,3 +26,11 @@ def test_a_few_steps_train_and_are_scored(recipe_steps, prepared_data, model, ca
     assert trained["eval_loss"] < untrained["eval_loss"]  # the steps did train
     assert trained["perplexity"] == pytest.approx(math.exp(trained["eval_loss"]), rel=1e-3)
     assert capsys.readouterr().out.count('"eval_loss"') == 2
+
+
+def test_the_schedules_by_step(recipe_steps):
+    args = recipe_steps.RecipeStepsArguments(data="unused", steps=100, warmup_proportion=0.1)
+    assert [recipe_steps.lr_factor(args, step) for step in (5, 10, 55, 100)] == pytest.approx([0.5, 1.0, 0.5, 0.0])
+    args.schedule = "wsd"
+    factors = [recipe_steps.lr_factor(args, step) for step in (5, 10, 79, 80, 85, 100)]
+    assert factors == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5, 0.0])  # 1-sqrt over the last 20%: 1 - sqrt(1/4)

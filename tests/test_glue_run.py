@@ -301,9 +301,9 @@ def test_config_overrides_switch_a_snapshots_classifier_and_bad_ones_name_the_fl
     assert "lm_head.dense.weight" in finetuned and not any(name.startswith("budget_bert.pooler") for name in finetuned)
     report = "\n".join(record.getMessage() for record in caplog.records if "MISSING" in record.getMessage())
     assert "classifier.weight" in report and "lm_head.dense" not in report and "lm_head.norm" not in report
+    bad = ["--config_overrides", "classifier_heads=lm_head"]
     with pytest.raises(ValueError, match=r"--config_overrides classifier_heads=lm_head: .*keys of the BudgetBertConfig"):
-        run_glue.main(argv(budget_snapshot, tmp_path / "out2", files, "--config_overrides", "classifier_heads=lm_head",
-                           task="sst2"))
+        run_glue.main(argv(budget_snapshot, tmp_path / "out2", files, *bad, task="sst2"))
 
 
 def test_trust_remote_code_loads_the_snapshot_code(budget_snapshot, tmp_path):
