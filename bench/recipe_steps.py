@@ -7,7 +7,7 @@
 Loss after N steps does not depend on how busy the machine is, so recipes can be compared while other work runs;
 the speed of each recipe is measured separately, interleaved in one process, by `bench/model_throughput.py`.
 Training is a plain AdamW loop over random batches of the prepared data (`prepare_data.py`'s folder) with warmup
-and a linear decay to zero over the N steps (or ModernBERT's warmup-stable-decay, `--schedule wsd`), dynamic masking
+and a linear decay to zero over the N steps (or ModernBERT's warmup-stable-decay, `--curve wsd`: run_mlm.py's curves, by steps), dynamic masking
 at `--mlm_probability`; the score is the MLM loss on the validation split under fixed 15% masks. Prints one JSON
 line.
 """
@@ -28,6 +28,8 @@ from transformers import (
 )
 
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM
+from trainer_callbacks import lr_curves
+from trainer_callbacks.lr_curves import CURVES, DEFAULT_COOLDOWN_PROPORTION
 
 
 @dataclass
@@ -44,17 +46,32 @@ class RecipeStepsArguments:
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak LR."})
     warmup_proportion: float = field(default=0.06, metadata={"help": "Share of the steps warming up."})
-    schedule: str = field(
+    curve: str = field(
         default="linear",
-        metadata={"help": "After the warmup: 'linear' decay to zero, or 'wsd': the peak LR, then a 1-sqrt decay to "
-                  "zero over the last --decay_proportion of the steps (ModernBERT's)."},
+        metadata={"help": f"run_mlm.py's LR curve ({', '.join(CURVES)}) over the steps instead of the budget: "
+                  "'linear' decays to zero after the warmup; 'wsd' holds the peak LR, then cools down over the last "
+                  "--cooldown_proportion (ModernBERT's schedule with the 1-sqrt cooldown)."},
     )
-    decay_proportion: float = field(default=0.2, metadata={"help": "Share of the steps decaying, with 'wsd'."})
+    cooldown_proportion: float = field(
+        default=DEFAULT_COOLDOWN_PROPORTION, metadata={"help": "--curve wsd: share of the steps cooling down."}
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)."})
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Training masking rate."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights, batches and masks."})
     threads: int = field(default=1, metadata={"help": "Torch threads."})
+
+    def __post_init__(self):
+        if self.curve not in CURVES:
+            raise ValueError(f"--curve {self.curve}: use one of {', '.join(CURVES)}")
+        if not 0 < self.cooldown_proportion <= 1 - self.warmup_proportion:
+            raise ValueError(f"--cooldown_proportion must be in (0, 1 - --warmup_proportion], got "
+                             f"{self.cooldown_proportion}")
+
+    def lr_factor(self, step: int) -> float:
+        """The share of the peak LR at optimizer step `step` of `steps`: run_mlm.py's curve, by steps."""
+        return lr_curves.lr_factor(step / self.steps, self.warmup_proportion, self.curve,
+                                   cooldown_proportion=self.cooldown_proportion)
 
 
 def build_model(args: RecipeStepsArguments, tokenizer) -> torch.nn.Module:
@@ -72,24 +89,9 @@ def build_model(args: RecipeStepsArguments, tokenizer) -> torch.nn.Module:
     return BudgetBertForMaskedLM(BudgetBertConfig(**{"intermediate_size": 4 * args.hidden_size, **shape, **overrides}))
 
 
-def lr_factor(args: RecipeStepsArguments, step: int) -> float:
-    """The share of the peak LR at optimizer step `step` of `args.steps`: linear warmup, then `args.schedule`."""
-    progress = step / args.steps
-    if progress < args.warmup_proportion:
-        return progress / args.warmup_proportion
-    if args.schedule == "wsd":
-        decay_start = 1 - args.decay_proportion
-        if progress < decay_start:
-            return 1.0
-        return max(0.0, 1 - math.sqrt((progress - decay_start) / args.decay_proportion))
-    return max(0.0, (1 - progress) / (1 - args.warmup_proportion))
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Train, score, print the JSON line."""
     (args,) = HfArgumentParser(RecipeStepsArguments).parse_args_into_dataclasses(args=argv)
-    if args.schedule not in ("linear", "wsd"):
-        raise SystemExit(f"--schedule must be 'linear' or 'wsd', got {args.schedule!r}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_from_disk(args.data)
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         lr=args.learning_rate, betas=(0.9, args.adam_beta2), eps=1e-6,
     )
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(args, step))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, args.lr_factor)
     generator = torch.Generator().manual_seed(args.seed)
     collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=args.seed)
     train = data["train"]
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     loss = total / count
     result = {"model": args.model, "config": json.loads(args.config), "learning_rate": args.learning_rate,
               "mlm_probability": args.mlm_probability, "weight_decay": args.weight_decay, "steps": args.steps,
-              "schedule": args.schedule,
+              "curve": args.curve,
               "seed": args.seed, "eval_loss": round(loss, 4), "perplexity": round(math.exp(loss), 1),
               "parameters": sum(p.numel() for p in model.parameters()),
               "seconds_per_step": round(step_seconds / args.steps, 4)}

@@ -28,9 +28,16 @@ def test_a_few_steps_train_and_are_scored(recipe_steps, prepared_data, model, ca
     assert capsys.readouterr().out.count('"eval_loss"') == 2
 
 
-def test_the_schedules_by_step(recipe_steps):
+def test_the_curves_by_step(recipe_steps):
     args = recipe_steps.RecipeStepsArguments(data="unused", steps=100, warmup_proportion=0.1)
-    assert [recipe_steps.lr_factor(args, step) for step in (5, 10, 55, 100)] == pytest.approx([0.5, 1.0, 0.5, 0.0])
-    args.schedule = "wsd"
-    factors = [recipe_steps.lr_factor(args, step) for step in (5, 10, 79, 80, 85, 100)]
+    assert [args.lr_factor(step) for step in (5, 10, 55, 100)] == pytest.approx([0.5, 1.0, 0.5, 0.0])
+    args = recipe_steps.RecipeStepsArguments(data="unused", steps=100, warmup_proportion=0.1, curve="wsd")
+    factors = [args.lr_factor(step) for step in (5, 10, 79, 80, 85, 100)]
     assert factors == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5, 0.0])  # 1-sqrt over the last 20%: 1 - sqrt(1/4)
+
+
+@pytest.mark.parametrize(("flags", "message"), [({"curve": "cosine"}, "--curve cosine"),
+                                                ({"cooldown_proportion": 0.0}, "--cooldown_proportion")])
+def test_bad_curve_flags_are_refused_when_parsed(recipe_steps, flags, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_steps.RecipeStepsArguments(data="unused", **flags)
