@@ -163,7 +163,11 @@ class BudgetBertQKNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(2, 1, config.hidden_size // config.num_attention_heads))
 
     def forward(self, query_key: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(query_key, query_key.shape[-1:], eps=self.eps) * self.weight  # (B, T, 2, nh, hs)
+        # F.rms_norm's mean of squares, written as one float32 norm reduction: on the CPU, F.rms_norm is composite
+        # (a squared copy of the tensor, then a mean), and under bf16 autocast it would also sum in bf16.
+        norm = torch.linalg.vector_norm(query_key, dim=-1, keepdim=True, dtype=torch.float32)  # (B, T, 2, nh, 1)
+        inverse_rms = (norm.square() / query_key.shape[-1] + self.eps).rsqrt().to(query_key.dtype)
+        return query_key * inverse_rms * self.weight.to(query_key.dtype)  # (B, T, 2, nh, hs)
 
 
 def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

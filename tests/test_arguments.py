@@ -18,6 +18,7 @@ from budget_bert import BudgetBertConfig
 from budget_bert.cli import UsageError
 from budget_bert.data.metadata import METADATA_NAME
 from budget_bert.pretraining.build import build_budget_callbacks
+from budget_bert.pretraining.recipe import recipe_value
 from budget_bert.pretraining.pretraining_arguments import (
     UNBOUNDED_MAX_STEPS,
     BudgetArguments,
@@ -229,7 +230,7 @@ def test_an_absurd_budget_is_a_warning(prepared_data, tmp_path, caplog):
         (["--early_stop_time", "10"], "--early_stop_time only applies with --use_early_stopping"),
         (["--validation_epochs", "2"], "--validation_epochs schedules validation, which runs only with"),
         (["--lr_schedule", "step", "--warmup_proportion", "0.1"], "--warmup_proportion shapes the time-based"),
-        (["--decay_rate", "0.5"], "--decay_rate applies to --curve exp, not --curve linear"),
+        (["--decay_rate", "0.5"], f"--decay_rate applies to --curve exp, not --curve {recipe_value('curve')}"),
         (["--warmup_steps", "10"], "--warmup_steps is ignored by --lr_schedule time: use --warmup_proportion"),
         (["--hub_push_timeout", "5"], "--hub_push_timeout only applies with --push_to_hub"),
         (["--num_shards", "4"], "--num_shards applies to raw text prepared on the fly"),

@@ -11,6 +11,7 @@ from transformers.models.modernbert import modeling_modernbert
 from budget_bert import BudgetBertConfig, BudgetBertForMaskedLM, BudgetBertForSequenceClassification, BudgetBertModel
 from budget_bert.modeling_budget_bert import (
     BudgetBertLayer,
+    BudgetBertQKNorm,
     BudgetBertRotaryEmbedding,
     BudgetBertSelfAttention,
     HeadTransformLinear,
@@ -168,6 +169,20 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm)
         attention.qkv.weight[hidden_size : 2 * hidden_size] *= 3.0  # keys
         after, _ = attention(hidden)
     assert torch.allclose(after, before, atol=1e-5) is qk_norm
+
+
+def test_qk_norm_is_rms_norm_of_each_head_times_its_weight_also_under_bf16_autocast():
+    torch.manual_seed(0)
+    norm = BudgetBertQKNorm(tiny_config(qk_norm=True))
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    query_key = torch.randn(2, 5, 2, TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"])
+    expected = torch.nn.functional.rms_norm(query_key, query_key.shape[-1:], eps=norm.eps) * norm.weight
+    assert torch.allclose(norm(query_key), expected, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = norm(query_key.bfloat16())
+    assert in_bf16.dtype == torch.bfloat16
+    assert torch.allclose(in_bf16.float(), expected, atol=0.05, rtol=0.02)
 
 
 def test_qk_norm_weights_learn_and_are_initialised_to_one_when_missing_from_a_checkpoint(tmp_path):

@@ -68,13 +68,13 @@ def test_seed_flags_override_every_default(prepared_data, tmp_path):
 def test_explicit_flags_win_over_the_recipe(prepared_data, tmp_path):
     argv = ["--dataset_path", str(prepared_data.dataset), "--output_dir", str(tmp_path), *SHAPE,
             "--mlp_type", "mlp", "--position_embedding_type", "absolute", "--linear_bias", "--norm_bias", "true",
-            "--qk_norm", "false", "--scale_residual_init", "--scale_head_init", "true",
+            "--qk_norm", "--scale_residual_init", "--scale_head_init", "true",
             "--classifier_head", "pooler", "--classifier_pooling", "cls",
             "--hidden_dropout_prob", "0.1", "--mlm_probability", "0.15", "--learning_rate", "5e-4",
             "--max_grad_norm", "1.0", "--curve", "exp", "--adam_beta2", "0.999"]
     values = applied(parse_pretraining_args(argv))
     assert values["mlp_type"] == "mlp" and values["position_embedding_type"] == "absolute"
-    assert values["linear_bias"] is True and values["norm_bias"] is True and values["qk_norm"] is False
+    assert values["linear_bias"] is True and values["norm_bias"] is True and values["qk_norm"] is True
     assert (values["scale_residual_init"], values["scale_head_init"]) == (True, True)
     assert (values["classifier_head"], values["classifier_pooling"]) == ("pooler", "cls")
     assert (values["hidden_dropout_prob"], values["mlm_probability"], values["learning_rate"]) == (0.1, 0.15, 5e-4)
