@@ -72,7 +72,8 @@ def test_a_stock_masked_lm_trains_inside_the_budget_and_its_snapshots_load(
     assert elapsed[-2] < BUDGET_SECONDS <= elapsed[-1] and state["global_step"] == len(train_logs)
     # The time-based LR curve: each step's rate is the factor of the budget used when the step before ended.
     used_before = [0.0, *elapsed[:-1]]
-    expected = [LEARNING_RATE * lr_factor(seconds / BUDGET_SECONDS, WARMUP, recipe_value("curve")) for seconds in used_before]
+    curve = recipe_value("curve")
+    expected = [LEARNING_RATE * lr_factor(seconds / BUDGET_SECONDS, WARMUP, curve) for seconds in used_before]
     assert [entry["learning_rate"] for entry in train_logs] == pytest.approx(expected)
     assert all(math.isfinite(entry["loss"]) for entry in train_logs)
     # Validation after every shard and at the end; a snapshot at the marker and at the end.
