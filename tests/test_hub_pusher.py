@@ -174,6 +174,27 @@ def test_hub_down_for_the_whole_run_leaves_the_snapshots_and_the_command_to_push
     assert set(repo.branches) == {"main", "marker-0.50", "end"} and repo.files("main") == repo.files("end")
 
 
+def test_the_snapshots_not_pushed_are_reported_in_the_order_submitted(hub_env, run_dir, caplog):
+    # The marker's push fails with a server error and waits out its backoff; the end's is refused (not retried), so
+    # the end is given up before the marker: the report still lists the marker first.
+    hub_env.inject_fault("commit", times=1, status=500)
+    hub_env.inject_fault("commit", times=1, status=403)
+    pusher = make_pusher(hub_env, max_attempts=2, backoff_seconds=60, max_backoff_seconds=60)
+
+    with caplog.at_level(logging.ERROR, logger="budget_bert.hub.pusher"):
+        for folder in snapshots(run_dir):
+            pusher.submit(folder)
+        wait_for(lambda: "Giving up pushing snapshot end" in pusher_messages(caplog))
+        assert [status for _, _, status in hub_env.requests_of("/commit/")] == [500, 403]
+        hub_env.down = True  # the marker's second and last attempt fails too
+        report = pusher.close(timeout=60)
+
+    assert [job.branch for job in report.not_pushed] == ["marker-0.50", "end"]
+    marker = "push it later with: "
+    commands = [line.split(marker, 1)[1] for line in pusher_messages(caplog).splitlines() if marker in line]
+    assert [shlex.split(command)[-1] for command in commands] == [str(folder) for folder in snapshots(run_dir)]
+
+
 def test_an_invalid_token_is_not_retried(hub_env, run_dir, caplog):
     pusher = make_pusher(hub_env, token="hf_wrong")
 

@@ -22,6 +22,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
@@ -73,11 +74,13 @@ def default_card_info(snapshot_dir: str | Path) -> ModelCardInfo | None:
 
 @dataclass
 class PushJob:
-    """One snapshot to push: its folder, its branch, whether `main` gets it too, and how its pushes went."""
+    """One snapshot to push: its folder, its branch, whether `main` gets it too, its place in the order of
+    submission, and how its pushes went."""
 
     snapshot_dir: Path
     branch: str
     also_main: bool
+    submitted: int = 0
     attempts: int = 0
     error: str | None = None
 
@@ -199,7 +202,8 @@ class SnapshotPusher:
         with self._condition:
             if self._closing:
                 raise RuntimeError("SnapshotPusher.submit called after close().")
-            heapq.heappush(self._queue, (time.monotonic(), next(self._order), PushJob(snapshot_dir, branch, also_main)))
+            job = PushJob(snapshot_dir, branch, also_main, submitted=next(self._order))
+            heapq.heappush(self._queue, (time.monotonic(), job.submitted, job))
             self._condition.notify_all()
         logger.info(f"Queued snapshot {snapshot_dir.name} for {self.repo_id}@{branch}.")
 
@@ -236,7 +240,11 @@ class SnapshotPusher:
             self._condition.notify_all()
             waiting = [job for _, _, job in sorted(self._queue)]
             in_flight = [self._in_flight] if self._in_flight is not None else []
-            report = PushReport(self.repo_id, list(self._pushed), self._given_up + in_flight + waiting)
+            # Listed in the order submitted (the run's order of snapshots), whatever state each push ended in.
+            submitted = attrgetter("submitted")
+            pushed = sorted(self._pushed, key=submitted)
+            not_pushed = sorted(self._given_up + in_flight + waiting, key=submitted)
+            report = PushReport(self.repo_id, pushed, not_pushed)
         self._log_report(report)
         return report
 
