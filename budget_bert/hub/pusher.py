@@ -80,7 +80,7 @@ class PushJob:
     snapshot_dir: Path
     branch: str
     also_main: bool
-    submitted: int = 0
+    submitted: int
     attempts: int = 0
     error: str | None = None
 
@@ -238,7 +238,7 @@ class SnapshotPusher:
         with self._condition:
             self._stopped = True
             self._condition.notify_all()
-            waiting = [job for _, _, job in sorted(self._queue)]
+            waiting = [job for _, _, job in self._queue]
             in_flight = [self._in_flight] if self._in_flight is not None else []
             # Listed in the order submitted (the run's order of snapshots), whatever state each push ended in.
             submitted = attrgetter("submitted")
