@@ -12,17 +12,20 @@
 #                   SIGTERM to the training process after the 0.5 snapshot exits 75 with a complete checkpoint, the
 #                   same command resumes from it and ends on budget, and the three snapshots load with
 #                   AutoModelForMaskedLM (trust_remote_code) in a fresh process where budget_bert is not importable
-#   mlm_bf16_zero2  the same command with --bf16 and ds_configs/zero2.json (no SIGTERM)
-#   mlm_compile     mlm_bf16_zero2 with --torch_compile: no graph break; tokens/s against mlm_bf16_zero2's
 #   glue_fp16       run_glue.py --fp16 on the end snapshot of mlm_fp16_zero1
-#   mfu_bert_base   bench/model_throughput.py at bert-base, bf16, --measure_peak, next to stock BERT and
-#                   ModernBERT (target: BudgetBert at 45% MFU)
-#   mfu_bert_large  the same at bert-large (target: 50%)
+#   mfu_bert_large  bench/model_throughput.py at bert-large, bf16, --measure_peak: BudgetBert compiled (the target:
+#                   50% MFU) and eager, next to stock BERT and ModernBERT (eager)
+#   mfu_bert_base   the same at bert-base, batch 512 (target: 45%)
+#   mlm_bf16_zero2  the mlm_fp16_zero1 command with --bf16 and ds_configs/zero2.json (no SIGTERM)
+#   mlm_compile     mlm_bf16_zero2 with --torch_compile: no graph break; tokens/s against mlm_bf16_zero2's
 #   pipeline        bench/pipeline_throughput.py: run_mlm.py's own tokens/s over the model's alone (target: 0.9)
+#   pipeline_workers  the same with run_mlm.py's --dataloader_num_workers 2 (the Trainer's default is 0: the training
+#                   process fetches and collates each batch itself)
 #
 # --dry-run runs the same steps on the CPU with a tiny model, tiny data and budgets of seconds: fp16 is DeepSpeed's
 # where this CPU runs it, else bf16; run_glue.py runs bf16; the MFU steps use the small preset and a nominal peak;
-# the compiled run uses the aot_eager backend (DRY_RUN_COMPILE_BACKEND=inductor for inductor's CPU code, minutes).
+# the compiled runs (mlm_compile, BudgetBert in the MFU steps) use the aot_eager backend (DRY_RUN_COMPILE_BACKEND=
+# inductor for inductor's CPU code, minutes).
 # --only runs the named steps alone (the wheels are installed either way; later steps need the data step's folder
 # and glue_fp16 a pretraining snapshot, from this call or an earlier one with the same --work).
 # --results (default WORK/results) receives summary.md, every step's log and the benchmarks' JSON; --work (default
@@ -33,7 +36,9 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STEPS=(wheels data mlm_fp16_zero1 mlm_bf16_zero2 mlm_compile glue_fp16 mfu_bert_base mfu_bert_large pipeline)
+# In the order of what matters most, since the deadline skips the last ones when the call runs long.
+STEPS=(wheels data mlm_fp16_zero1 glue_fp16 mfu_bert_large mfu_bert_base mlm_bf16_zero2 mlm_compile pipeline
+  pipeline_workers)
 
 usage() {
   sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -68,9 +73,9 @@ if ((DRY_RUN)); then
   MICRO_BATCH=8 GLOBAL_BATCH=16 PRINT_STEPS=5
   FP16_MINUTES=0.5 BF16_MINUTES=0.15 COMPILE_MINUTES=0.5 COMPILE_BACKEND=${DRY_RUN_COMPILE_BACKEND:-aot_eager}
   GLUE_FLAGS=(--bf16 --use_cpu --max_steps 20 --per_device_train_batch_size 16 --learning_rate 5e-4)
-  MFU_FLAGS=(--device cpu --dtype fp32 --batch 4 --seq_len 32 --vocab_size 1000 --rounds 2 --warmup_rounds 1
-             --steps_per_round 1 --peak_tflops 1)
-  MFU_PRESETS=(small small)
+  MFU_FLAGS=(--device cpu --dtype fp32 --seq_len 32 --vocab_size 1000 --rounds 2 --warmup_rounds 1
+             --steps_per_round 1 --peak_tflops 1 --torch_compile_backend "$COMPILE_BACKEND")
+  MFU_PRESETS=(small small) MFU_BATCHES=(4 4)
   PIPELINE_FLAGS=(--preset small --batch 8 --dtype bf16 --budget_seconds 15 --logging_steps 5 --rounds 3
                   --warmup_rounds 1 --steps_per_round 2)
   : "${OMP_NUM_THREADS:=1}"  # a small shared CPU: more threads per process only contend
@@ -81,13 +86,16 @@ else
   CORPUS_MODULES=None VOCAB=8192 SEQ=128 SHARDS=1 GLUE_TRAIN=4000 GLUE_VALIDATION=500
   SHAPE=(--hidden_size 768 --num_hidden_layers 12 --num_attention_heads 12 --intermediate_size 3072)
   MICRO_BATCH=128 GLOBAL_BATCH=1024 PRINT_STEPS=10
-  # Estimated seconds on an H100/H200 (not yet measured): data 30, mlm_fp16_zero1 190 (two starts, the budget,
-  # saves, loading), mlm_bf16_zero2 55, mlm_compile 90 (inductor's compilation is in the budget), glue 25, MFU 60,
-  # pipeline 50: the deadline skips what does not fit.
+  # Seconds on an H200 (2026-12-04): wheels 19, data 21, mlm_fp16_zero1 194 (two starts, the budget, saves,
+  # loading), glue 23, MFU 111 and 52 (inductor compiles BudgetBert in the warmup round), mlm_bf16_zero2 59,
+  # mlm_compile 104 (inductor's compilation is in the budget), pipeline 54: 637 in all, so the deadline skips the
+  # last steps of one call; a second call with --only runs them.
   FP16_MINUTES=2 BF16_MINUTES=0.25 COMPILE_MINUTES=1 COMPILE_BACKEND=inductor
   GLUE_FLAGS=(--fp16 --max_steps 100 --per_device_train_batch_size 32 --learning_rate 1e-4)
-  MFU_FLAGS=(--device cuda --dtype bf16 --batch 256 --measure_peak --rounds 5 --warmup_rounds 2 --steps_per_round 5)
-  MFU_PRESETS=(bert-base bert-large)
+  MFU_FLAGS=(--device cuda --dtype bf16 --measure_peak --rounds 4 --warmup_rounds 1 --steps_per_round 5)
+  # bert-base at batch 256 reached 44.2% MFU compiled (2026-12-04): its larger batch is to be tried next; bert-large
+  # reached 52.4% at 256.
+  MFU_PRESETS=(bert-base bert-large) MFU_BATCHES=(512 256)
   PIPELINE_FLAGS=(--preset bert-base --batch 256 --dtype bf16 --budget_seconds 20 --logging_steps 10)
 fi
 PY=$(command -v "$PY") || { echo "gpu_check.sh: no Python interpreter $PY (set PYTHON)" >&2; exit 2; }
@@ -407,28 +415,31 @@ step_glue_fp16() {
     "f\"{r['train_samples']:,} sentences, {r['epoch']:.2f} epochs, {r['train_samples_per_second']:,.0f} samples/s; Matthews correlation {r['eval_matthews_correlation']:.3f} on {r['eval_samples']:,}\""
 }
 
-mfu_step() {  # PRESET GOAL LABEL: model_throughput.py at PRESET; GOAL is BudgetBert's MFU target, LABEL it in %
+mfu_step() {  # PRESET BATCH GOAL LABEL: model_throughput.py at PRESET and BATCH; GOAL is BudgetBert's MFU target,
+  # LABEL it in %
   local json=$RESULTS/mfu_$1.json
-  timed "$PY" bench/model_throughput.py --preset "$1" --references bert,modernbert "${MFU_FLAGS[@]}" \
-    --output_json "$json"
+  # BudgetBert twice, as budget_bert (compiled) and budget_bert_defaults (the same model, eager).
+  timed "$PY" bench/model_throughput.py --preset "$1" --batch "$2" --references bert,modernbert,budget_bert_defaults \
+    --torch_compile budget_bert "${MFU_FLAGS[@]}" --output_json "$json"
   figure_of json_figures "$json" \
-    "', '.join(f\"{n} {r['tokens_per_second'][n]:,.0f} tok/s, MFU {r['mfu'][n]:.1%}\" for n in r['mfu']) + f\"; peak {r.get('measured_peak_tflops') or r['args']['peak_tflops']:,.0f} TFLOP/s\" + (f\"; {r['max_memory_allocated_gib']:.1f} GiB\" if 'max_memory_allocated_gib' in r else '')"
+    "f\"batch {r['args']['batch']}: \" + ', '.join(f\"{dict(budget_bert='budget_bert compiled', budget_bert_defaults='budget_bert eager').get(n, n)} {r['tokens_per_second'][n]:,.0f} tok/s, MFU {r['mfu'][n]:.1%}\" for n in r['mfu']) + f\"; peak {r.get('measured_peak_tflops') or r['args']['peak_tflops']:,.0f} TFLOP/s\" + (f\"; {r['max_memory_allocated_gib']:.1f} GiB\" if 'max_memory_allocated_gib' in r else '')"
   if ((DRY_RUN)); then
-    TARGET="MFU >= $3: n/a (dry run)"
+    TARGET="MFU >= $4: n/a (dry run)"
   else
-    TARGET="MFU >= $3: $(json_figures "$json" "'met' if r['mfu']['budget_bert'] >= $2 else 'missed'")"
+    TARGET="MFU >= $4: $(json_figures "$json" "'met' if r['mfu']['budget_bert'] >= $3 else 'missed'")"
   fi
 }
 
-step_mfu_bert_base() { mfu_step "${MFU_PRESETS[0]}" 0.45 45%; }
-step_mfu_bert_large() { mfu_step "${MFU_PRESETS[1]}" 0.50 50%; }
+step_mfu_bert_base() { mfu_step "${MFU_PRESETS[0]}" "${MFU_BATCHES[0]}" 0.45 45%; }
+step_mfu_bert_large() { mfu_step "${MFU_PRESETS[1]}" "${MFU_BATCHES[1]}" 0.50 50%; }
 
-step_pipeline() {
-  local json=$RESULTS/pipeline.json out=$WORK/runs/pipeline
+pipeline_step() {  # NAME [RUN_MLM_FLAG...]: bench/pipeline_throughput.py, the flags passed on to run_mlm.py
+  local name=$1 json=$RESULTS/$1.json out=$WORK/runs/$1
+  shift
   need_data
   rm -rf "$out"
   timed "$PY" bench/pipeline_throughput.py --dataset_path "$WORK/data" --output_dir "$out" "${PIPELINE_FLAGS[@]}" \
-    --output_json "$json"
+    --output_json "$json" -- "$@"
   figure_of json_figures "$json" \
     "f\"run_mlm.py {r['run_mlm_tokens_per_second']:,.0f} tok/s, the model alone {r['model_tokens_per_second']:,.0f}: ratio {r['ratio']:.3f}\""
   if ((DRY_RUN)); then
@@ -437,6 +448,10 @@ step_pipeline() {
     TARGET="ratio >= 0.9: $(json_figures "$json" "'met' if r['target_met'] else 'missed'")"
   fi
 }
+
+step_pipeline() { pipeline_step pipeline; }
+# The batches fetched and collated by two loader processes instead of the training process.
+step_pipeline_workers() { pipeline_step pipeline_workers --dataloader_num_workers 2; }
 
 # --- run them --------------------------------------------------------------------------------------------------------
 MODE=$( ((DRY_RUN)) && echo "dry run on the CPU" || echo "GPU")

@@ -17,6 +17,8 @@ it is the steadier of the two.
         --budget_bert_overrides mlp_type=glu,position_embedding_type=rope,linear_bias=false,norm_bias=false
     python bench/model_throughput.py --preset bert-base --batch 16
     python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 128 --measure_peak
+    python bench/model_throughput.py --preset bert-large --device cuda --dtype bf16 --batch 256 --measure_peak \
+        --references bert,modernbert,budget_bert_defaults --torch_compile budget_bert   # compiled against eager
 
 MFU (with `--peak_tflops`): model FLOPs per token = 6 * N + 12 * L * H * T, where N counts the parameters outside
 the embedding tables (the MLM decoder is tied to the word embeddings, so the vocabulary projection is not
@@ -133,6 +135,17 @@ class BenchmarkArguments:
             "peak instead of --peak_tflops."
         },
     )
+    torch_compile: str = field(
+        default="",
+        metadata={
+            "help": "Models to wrap in torch.compile (with --torch_compile_backend), from budget_bert and the --references, separated by "
+            "commas, e.g. budget_bert with budget_bert_defaults among the references to measure what compiling "
+            "gains. The warmup rounds take the compilation: give at least one."
+        },
+    )
+    torch_compile_backend: str = field(
+        default="inductor", metadata={"help": "torch.compile's backend for --torch_compile (aot_eager: no codegen)."}
+    )
     threads: int | None = field(
         default=None, metadata={"help": "Torch intra-op threads (default: torch's choice, one per core)."}
     )
@@ -161,6 +174,11 @@ class BenchmarkArguments:
         unknown = [name for name in self.reference_names() if name not in REFERENCES]
         if unknown or not self.reference_names():
             problems.append(f"--references must name some of {list(REFERENCES)}, got {self.references!r}.")
+        stray = [name for name in self.compiled_names() if name not in ["budget_bert", *self.reference_names()]]
+        if stray:
+            problems.append(f"--torch_compile names {stray}: neither budget_bert nor among --references.")
+        if self.compiled_names() and self.warmup_rounds == 0:
+            problems.append("--torch_compile needs --warmup_rounds >= 1: the first round compiles.")
         if not problems and self.preset in PRESETS:
             try:
                 budget_bert_config(self)
@@ -174,6 +192,10 @@ class BenchmarkArguments:
     def reference_names(self) -> list[str]:
         """The names in `--references`, in order."""
         return [name.strip() for name in self.references.split(",") if name.strip()]
+
+    def compiled_names(self) -> list[str]:
+        """The names in `--torch_compile`, in order."""
+        return [name.strip() for name in self.torch_compile.split(",") if name.strip()]
 
 
 def model_shape(args: BenchmarkArguments) -> dict:
@@ -257,8 +279,8 @@ def synchronizer(device: str):
 class Trainee:
     """One model with its AdamW optimizer, stepping through the shared batches."""
 
-    def __init__(self, model: torch.nn.Module, args: BenchmarkArguments):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, args: BenchmarkArguments, compiled: bool = False):
+        self.model = torch.compile(model, backend=args.torch_compile_backend) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         device_type = torch.device(args.device).type
         dtype = DTYPES[args.dtype]
@@ -299,7 +321,8 @@ def benchmark(args: BenchmarkArguments) -> dict:
     """Interleave all models for `warmup_rounds + rounds` rounds; return medians and, per reference, the ratio of
     BudgetBert's throughput to the reference's."""
     models = build_models(args)
-    trainees = {name: Trainee(model, args) for name, model in models.items()}
+    compiled = args.compiled_names()
+    trainees = {name: Trainee(model, args, name in compiled) for name, model in models.items()}
     references = args.reference_names()
     batches = make_batches(args, args.steps_per_round)
     tokens_per_round = args.batch * args.seq_len * args.steps_per_round
@@ -352,7 +375,8 @@ def main():
     print(
         f"preset {args.preset}, batch {args.batch} x seq {args.seq_len}, {args.dtype} on {args.device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"budget_bert overrides: {parse_overrides(args.budget_bert_overrides) or 'none'}",
+        f"budget_bert overrides: {parse_overrides(args.budget_bert_overrides) or 'none'}; "
+        f"compiled: {', '.join(args.compiled_names()) or 'none'}",
         flush=True,
     )
     results = benchmark(args)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
@@ -289,6 +290,19 @@ def test_budget_bert_snapshot_with_budget_bert_imported(budget_snapshot, tmp_pat
     assert config["architectures"] == ["BudgetBertForSequenceClassification"]
     assert config["problem_type"] == "regression"
     assert (tmp_path / "out" / "modeling_budget_bert.py").is_file()  # the finetuned folder loads remotely too
+
+
+def test_a_float16_snapshot_finetunes_in_mixed_precision_with_float32_weights(budget_snapshot, tmp_path):
+    # What a `deepspeed ... --fp16` pretraining run saves: its weights in float16, `dtype` float16 in the config.
+    half = tmp_path / "half"
+    BudgetBertForMaskedLM.from_pretrained(budget_snapshot).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(budget_snapshot).save_pretrained(half)
+    assert json.loads((half / "config.json").read_text())["dtype"] == "float16"
+    files = write_task_files(tmp_path / "data", ("sentence",), binary)
+    saved = run_glue.main(argv(half, tmp_path / "out", files, "--bf16", task="sst2"))
+    assert 0.0 <= saved["eval_accuracy"] <= 1.0
+    weights = load_file(tmp_path / "out" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
 
 
 def test_config_overrides_switch_a_snapshots_classifier_and_bad_ones_name_the_flag(budget_snapshot, tmp_path, caplog):

@@ -16,8 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GPU_CHECK = REPO / "bench" / "gpu_check.sh"
 GPU_WHEELS = REPO / "bench" / "gpu_wheels.sh"
-STEPS = ["wheels", "data", "mlm_fp16_zero1", "mlm_bf16_zero2", "mlm_compile", "glue_fp16", "mfu_bert_base",
-         "mfu_bert_large", "pipeline"]
+STEPS = ["wheels", "data", "mlm_fp16_zero1", "glue_fp16", "mfu_bert_large", "mfu_bert_base", "mlm_bf16_zero2",
+         "mlm_compile", "pipeline", "pipeline_workers"]
 
 
 def run(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -65,7 +65,10 @@ def test_one_cheap_step_of_the_dry_run_passes_with_its_figures(tmp_path):
     assert list(rows) == ["mfu_bert_base"]
     outcome, _, target, figures = rows["mfu_bert_base"]
     assert outcome == "pass" and target == "MFU >= 45%: n/a (dry run)"
-    assert re.search(r"budget_bert [\d,]+ tok/s, MFU [\d.]+%, bert .* modernbert .*; peak 1 TFLOP/s", figures)
+    assert re.search(
+        r"batch 4: budget_bert compiled [\d,]+ tok/s, MFU [\d.]+%, bert .* modernbert .* budget_bert eager [\d,]+ tok/s, "
+        r"MFU [\d.]+%; peak 1 TFLOP/s", figures
+    )
     assert (tmp_path / "results" / "mfu_small.json").is_file()
 
 

@@ -35,11 +35,29 @@ TINY_RUN = dict(preset="small", batch=2, seq_len=16, vocab_size=101, rounds=2, w
         ("budget_bert_overrides", "no_such_field=1"),
         ("budget_bert_overrides", "mlp_type=swiglu"),
         ("budget_bert_overrides", "qk_norm=yes"),
+        ("torch_compile", "budget_bert_defaults"),
     ],
 )
 def test_bad_flags_raise_naming_the_flag(bench, flag, value):
     with pytest.raises(ValueError, match=f"--{flag}"):
         bench.BenchmarkArguments(**{flag: value})
+
+
+def test_torch_compile_needs_a_warmup_round_for_the_compilation(bench):
+    with pytest.raises(ValueError, match="--torch_compile needs --warmup_rounds"):
+        bench.BenchmarkArguments(**{**TINY_RUN, "warmup_rounds": 0}, torch_compile="budget_bert")
+
+
+def test_torch_compile_wraps_only_the_named_models(bench, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(bench.torch, "compile", lambda model, backend: compiled.append((model, backend)) or model)
+    args = bench.BenchmarkArguments(
+        **TINY_RUN, references="bert,budget_bert_defaults", torch_compile="budget_bert",
+        torch_compile_backend="aot_eager",
+    )
+    results = bench.benchmark(args)
+    assert [(type(model).__name__, backend) for model, backend in compiled] == [("BudgetBertForMaskedLM", "aot_eager")]
+    assert set(results["tokens_per_second"]) == {"budget_bert", "bert", "budget_bert_defaults"}
 
 
 def test_batch_defaults_to_the_preset(bench):

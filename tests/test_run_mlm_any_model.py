@@ -9,6 +9,8 @@ import json
 import math
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -108,3 +110,21 @@ def test_model_type_and_overrides_train_a_modernbert_from_its_default_config(pre
     model = AutoModelForMaskedLM.from_pretrained(output_dir / "finetune_snapshots" / "end")
     assert type(model) is ModernBertForMaskedLM and model.config.hidden_size == 32
     assert model.config.cls_token_id == AutoTokenizer.from_pretrained(output_dir).cls_token_id
+
+
+def test_a_float16_checkpoint_continues_in_float32_weights_under_mixed_precision(prepared_data, tmp_path):
+    # A `deepspeed ... --fp16` run saves its snapshots in float16; continuing one trains float32 weights under
+    # autocast, as the Trainer's mixed precision expects.
+    first = tmp_path / "first"
+    train(prepared_data, first, tiny_bert(tmp_path / "config"))
+    half = tmp_path / "half"
+    BertForMaskedLM.from_pretrained(first / "finetune_snapshots" / "end").half().save_pretrained(half)
+    argv = [
+        "--dataset_path", str(prepared_data.dataset), "--output_dir", str(tmp_path / "second"),
+        "--model_name_or_path", str(half), "--total_training_time", str(4 / 3600), "--lr", str(LEARNING_RATE),
+        "--per_device_train_batch_size", "8", "--print_steps", "1", "--disable_tqdm", "true", "--report_to", "none",
+        "--bf16", "--seed", "0",
+    ]
+    import_run_mlm().main(argv, clock=fake_clock(argv))
+    weights = load_file(tmp_path / "second" / "finetune_snapshots" / "end" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}

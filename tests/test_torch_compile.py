@@ -9,6 +9,8 @@ runs inductor).
 """
 
 import json
+import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,9 @@ from budget_bert import BudgetBertForMaskedLM
 from modeling_fixtures import tiny_config
 from pretraining_fixtures import TINY_MODEL_FLAGS, fake_clock, import_run_mlm, prepared_data  # noqa: F401 - fixture
 from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -76,3 +81,42 @@ def test_run_mlm_with_torch_compile_trains_in_one_graph_and_saves_the_plain_mode
         weights[name] = model.budget_bert.embeddings.word_embeddings.weight
     # The compiled steps between the marker and the end trained the weights that were saved.
     assert not torch.equal(weights["marker-0.50"], weights[END_SNAPSHOT_NAME])
+
+
+def test_under_deepspeed_the_forward_compiles_alone_and_deepspeeds_hooks_run_eagerly(
+    prepared_data, tmp_path, fresh_dynamo, monkeypatch  # noqa: F811 - fixture
+):
+    # accelerate's engine.compile() would trace DeepSpeed's forward hooks with the model: on torch 2.11 with CUDA
+    # they broke the training step's graph seven times (bench/gpu_check.sh). Here the hooks must run outside it.
+    deepspeed = pytest.importorskip("deepspeed")
+    engine_class = deepspeed.runtime.engine.DeepSpeedEngine
+    prologue, compiling = engine_class._forward_prologue, []
+
+    def recording_prologue(self, inputs, kwargs):
+        compiling.append(torch.compiler.is_compiling())
+        return prologue(self, inputs, kwargs)
+
+    monkeypatch.setattr(engine_class, "_forward_prologue", recording_prologue)
+    with socket.socket() as s:  # a single DeepSpeed process without a launcher (NOTES.md)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    output_dir = tmp_path / "out"
+    argv = [
+        "--dataset_path", str(prepared_data.dataset), "--output_dir", str(output_dir), *TINY_MODEL_FLAGS,
+        "--lr", "1e-3", "--train_micro_batch_size_per_gpu", "8", "--print_steps", "1", "--disable_tqdm", "true",
+        "--total_training_time", repr(4 / 3600), "--deepspeed", str(REPO / "ds_configs" / "zero1.json"),
+        "--torch_compile", "--torch_compile_backend", "aot_eager", "--seed", "3",
+    ]
+    try:
+        import_run_mlm().main(argv, clock=fake_clock(argv))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    steps = json.loads((output_dir / "trainer_state.json").read_text())["global_step"]
+    assert steps >= 3 and len(compiling) >= steps and not any(compiling)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 1

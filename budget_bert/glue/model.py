@@ -8,6 +8,7 @@ number of labels is refused unless `--ignore_mismatched_sizes`; a model whose he
 every label of the data keeps its head and its label ids (`labels_for_model`).
 """
 
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -126,6 +127,9 @@ def load_model(model_args: ModelArguments, labels: LabelSpec) -> PreTrainedModel
     return AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path,
         config=config,
+        # A snapshot of a `--fp16` DeepSpeed run is saved in float16, which `dtype="auto"` would keep: mixed-precision
+        # training needs float32 weights (the Trainer's fp16 cannot unscale float16 gradients).
+        dtype=torch.float32,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **_hub_kwargs(model_args),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import torch
+from accelerate.utils import DynamoBackend
 from datasets import Dataset
 from transformers import (
     AutoModelForMaskedLM,
@@ -146,7 +147,11 @@ def build_model(args: PretrainingArguments, tokenizer: PreTrainedTokenizerBase) 
     """
     remote = args.model.trust_remote_code
     if args.model.model_name_or_path:
-        return AutoModelForMaskedLM.from_pretrained(args.model.model_name_or_path, trust_remote_code=remote)
+        # float32 whatever the checkpoint's dtype (a `--fp16` DeepSpeed run saves float16): mixed precision trains
+        # float32 weights.
+        return AutoModelForMaskedLM.from_pretrained(
+            args.model.model_name_or_path, trust_remote_code=remote, dtype=torch.float32
+        )
     config = config_for_tokenizer(args.model_config, tokenizer)
     return AutoModelForMaskedLM.from_config(config, trust_remote_code=remote)
 
@@ -268,7 +273,26 @@ def build_trainer(
         if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None and training_args.run_name:
             # One folder per --job_name rather than the default one per start: a resumed run continues its curves.
             callback.logging_dir = os.path.join(training_args.output_dir, "runs", training_args.run_name)
+    compile_forward_under_deepspeed(trainer)
     return trainer
+
+
+def compile_forward_under_deepspeed(trainer: Trainer) -> None:
+    """With `--torch_compile` under DeepSpeed, compile the model's `forward` alone, in place of accelerate's
+    `engine.compile()`.
+
+    `engine.compile()` compiles the module's whole call, the hooks that DeepSpeed registers on it included, and on
+    torch 2.11 with CUDA dynamo breaks the training step's graph seven times in them (a comparison of ZeRO stage
+    enums, a CUDA synchronize of DeepSpeed's throughput timer). Compiled alone, `forward` is one graph and
+    DeepSpeed's hooks run eagerly around it, as they do without compilation.
+    """
+    args = trainer.args
+    if not (args.torch_compile and trainer.is_deepspeed_enabled):
+        return
+    model = trainer.model
+    model.forward = torch.compile(model.forward, backend=args.torch_compile_backend, mode=args.torch_compile_mode)
+    # Read by accelerate when it prepares the DeepSpeed engine: NO stops it from compiling the module again.
+    trainer.accelerator.state.dynamo_plugin.backend = DynamoBackend.NO
 
 
 def snapshot_pusher_hook(
