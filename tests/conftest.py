@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -31,3 +32,8 @@ def _isolated_global_state():
 
     unset_hf_deepspeed_config()
     AcceleratorState._reset_state(reset_partial_state=True)
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None:
+        # DeepSpeed keeps its clone of the world group across runs: after a test's destroy_process_group, the next
+        # in-process DeepSpeed run would broadcast over the destroyed one ("Group ... is not registered").
+        groups._WORLD_GROUP = None
