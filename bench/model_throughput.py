@@ -138,9 +138,9 @@ class BenchmarkArguments:
     torch_compile: str = field(
         default="",
         metadata={
-            "help": "Models to wrap in torch.compile (with --torch_compile_backend), from budget_bert and the --references, separated by "
-            "commas, e.g. budget_bert with budget_bert_defaults among the references to measure what compiling "
-            "gains. The warmup rounds take the compilation: give at least one."
+            "help": "Models to wrap in torch.compile (with --torch_compile_backend), from budget_bert and the "
+            "--references, separated by commas, e.g. budget_bert with budget_bert_defaults among the references to "
+            "measure what compiling gains. The warmup rounds take the compilation: give at least one."
         },
     )
     torch_compile_backend: str = field(

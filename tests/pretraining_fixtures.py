@@ -130,6 +130,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def one_process_env() -> dict[str, str]:
+    """What a launcher would set: DeepSpeed in a single process without one needs it (see NOTES.md)."""
+    return dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
 def wait_until(condition, process, what: str, timeout: float = WAIT_SECONDS):
     """Poll `condition` every few milliseconds until it returns something true; fail if `process` ends first.
 

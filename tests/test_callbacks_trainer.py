@@ -2,7 +2,6 @@
 
 import json
 import math
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from pretraining_fixtures import one_process_env
 from trainer_callbacks import (
     BudgetCallback,
     BudgetClock,
@@ -392,13 +392,8 @@ def test_real_clock_budget_stops_training(tmp_path):
 
 def test_deepspeed_zero1_applies_and_logs_the_time_based_lr(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # A single DeepSpeed process without a launcher (see NOTES.md).
-    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
+    for name, value in one_process_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MASTER_PORT", str(port))
     time = ManualTime()
     clock = BudgetClock(BUDGET, time_fn=time)
     applied = []

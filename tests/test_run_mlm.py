@@ -24,7 +24,9 @@ from budget_bert.cli import UsageError
 from budget_bert.pretraining.pretraining_arguments import parse_pretraining_args
 from trainer_callbacks.lr_curves import lr_factor
 from trainer_callbacks.snapshots import SnapshotInfo, load_snapshots
-from pretraining_fixtures import REPO, TINY_MODEL_FLAGS, free_port, import_run_mlm, prepared_data  # noqa: F401
+from pretraining_fixtures import (  # noqa: F401 - fixture
+    REPO, TINY_MODEL_FLAGS, free_port, import_run_mlm, one_process_env, prepared_data,
+)
 from test_arguments import FP16, SEED_COMMAND
 
 
@@ -50,11 +52,6 @@ def run_script(args, env=None) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
-
-
-def one_process_env() -> dict[str, str]:
-    """What a launcher would set: DeepSpeed in a single process without one needs it (see NOTES.md)."""
-    return dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
 
 
 def read_json(path) -> dict:

@@ -9,8 +9,6 @@ runs inductor).
 """
 
 import json
-import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +17,11 @@ from torch._dynamo.utils import counters
 
 from budget_bert import BudgetBertForMaskedLM
 from modeling_fixtures import tiny_config
-from pretraining_fixtures import TINY_MODEL_FLAGS, fake_clock, import_run_mlm, prepared_data  # noqa: F401 - fixture
+from pretraining_fixtures import (  # noqa: F401 - fixture
+    REPO, TINY_MODEL_FLAGS, fake_clock, import_run_mlm, one_process_env, prepared_data,
+)
 from trainer_callbacks.snapshots import END_SNAPSHOT_NAME, SNAPSHOTS_DIR
 
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -97,12 +95,8 @@ def test_under_deepspeed_the_forward_compiles_alone_and_deepspeeds_hooks_run_eag
         return prologue(self, inputs, kwargs)
 
     monkeypatch.setattr(engine_class, "_forward_prologue", recording_prologue)
-    with socket.socket() as s:  # a single DeepSpeed process without a launcher (NOTES.md)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
+    for name, value in one_process_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MASTER_PORT", str(port))
     output_dir = tmp_path / "out"
     argv = [
         "--dataset_path", str(prepared_data.dataset), "--output_dir", str(output_dir), *TINY_MODEL_FLAGS,
