@@ -135,7 +135,7 @@ def model_throughput(args: PipelineArguments, config, seq_len: int) -> float:
     )
     torch.manual_seed(args.seed)
     model = AutoModelForMaskedLM.from_config(config).to(args.device).train()
-    trainee = Trainee(model, bench)
+    trainee = Trainee(model, bench, attention_mask=False)  # as run_mlm.py's collator gives the packed batches
     batches = make_batches(bench, args.steps_per_round)
     tokens_per_round = args.batch * seq_len * args.steps_per_round
     rates = []

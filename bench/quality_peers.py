@@ -1,13 +1,16 @@
 """The peers of bench/quality_per_hour.py: stock BERT and transformers' ModernBERT, each trained by the stock Trainer.
 
 Each peer is built from its transformers config at the compared shape and trained with its own published recipe
-(`PeerRecipe`): what a careful user of transformers would run, with `max_steps` from a throughput probe and a time
-cap at the budget.
+(`PeerRecipe`): what a careful user of transformers would run. Its schedule runs either by steps (`max_steps` from a
+throughput probe, and a time cap at the budget: the stock Trainer's own schedulers) or by time (`time_schedule`:
+the recipe's curve over the wall-clock budget, with budget-bert's callbacks, so that a machine slower than the
+probe cannot cut the decay short).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+
+from trainer_callbacks import BudgetCallback, BudgetClock, TimeBasedLRCallback
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class PeerRecipe:
         mlm_probability: share of the tokens masked in training (the evaluation masks are always 15%).
         adam_beta1, adam_beta2, adam_epsilon, weight_decay: AdamW's settings.
         lr_scheduler_type: the Trainer's schedule over `max_steps`.
-        decay_type: for `warmup_stable_decay`, the shape of the decay.
+        time_curve: the same schedule over the wall-clock budget (a curve of `trainer_callbacks.lr_curves`).
+        decay_type: for `warmup_stable_decay`, the shape of the decay (by steps and by time).
         source: where the recipe is published.
     """
 
@@ -73,6 +79,7 @@ class PeerRecipe:
     adam_epsilon: float
     weight_decay: float
     lr_scheduler_type: str
+    time_curve: str
     source: str
     decay_type: str | None = None
 
@@ -81,14 +88,15 @@ class PeerRecipe:
 # decay, 15% masking, dropout 0.1 (BertConfig's default).
 BERT_RECIPE = PeerRecipe(
     name="bert", mlm_probability=0.15, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-6, weight_decay=0.01,
-    lr_scheduler_type="linear", source="Devlin et al. 2019 (BERT)",
+    lr_scheduler_type="linear", time_curve="linear", source="Devlin et al. 2019 (BERT)",
 )
 # ModernBERT (Warner et al. 2024): StableAdamW (AdamW here: the stock Trainer has no StableAdamW) 0.9/0.98,
 # eps 1e-6, weight decay 1e-5, 30% masking, no dropout (ModernBertConfig's default), warmup-stable-decay with a 1-sqrt
 # decay; the decay's share of a short run is `--modernbert_decay_proportion`.
 MODERNBERT_RECIPE = PeerRecipe(
     name="modernbert", mlm_probability=0.3, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, weight_decay=1e-5,
-    lr_scheduler_type="warmup_stable_decay", decay_type="1-sqrt", source="Warner et al. 2024 (ModernBERT)",
+    lr_scheduler_type="warmup_stable_decay", time_curve="wsd", decay_type="1-sqrt",
+    source="Warner et al. 2024 (ModernBERT)",
 )
 PEER_RECIPES = {recipe.name: recipe for recipe in (BERT_RECIPE, MODERNBERT_RECIPE)}
 
@@ -117,6 +125,19 @@ class StepTimes(TrainerCallback):
             control.should_training_stop = True
             self.stopped = True
         return control
+
+
+def time_schedule(
+    recipe: PeerRecipe, budget_seconds: float, warmup_proportion: float, decay_proportion: float,
+    time_fn: Callable[[], float] = time.monotonic,
+) -> tuple[BudgetClock, list[TrainerCallback]]:
+    """The recipe's schedule over a wall-clock budget: its clock, and the callbacks that end training at the budget
+    and set the LR by the share of it used (warmup, then the recipe's decay to zero at the end of the budget), as
+    run_mlm.py's time-based schedule does. Give the Trainer `peer_training_arguments(..., max_steps=None, ...)`."""
+    clock = BudgetClock(budget_seconds, time_fn=time_fn)
+    lr = TimeBasedLRCallback(clock, warmup_proportion, recipe.time_curve, cooldown_proportion=decay_proportion,
+                             cooldown_shape=recipe.decay_type or "linear")
+    return clock, [BudgetCallback(clock), lr]
 
 
 def peer_config(recipe: PeerRecipe, shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
@@ -148,21 +169,29 @@ def build_peer(recipe: PeerRecipe, shape: ModelShape, tokenizer: PreTrainedToken
 
 
 def peer_training_arguments(
-    recipe: PeerRecipe, output_dir: Path, learning_rate: float, max_steps: int, batch_size: int,
+    recipe: PeerRecipe, output_dir: Path, learning_rate: float, max_steps: int | None, batch_size: int,
     warmup_proportion: float, decay_proportion: float, seed: int,
 ) -> TrainingArguments:
-    """The recipe's TrainingArguments: `max_steps` steps of `batch_size`, no evaluation and no checkpoint."""
+    """The recipe's TrainingArguments: `max_steps` steps of `batch_size`, no evaluation and no checkpoint.
+
+    With `max_steps=None` the schedule is left to `time_schedule`'s callbacks: a constant scheduler whose factor
+    they set, and no step limit (the budget ends training).
+    """
     scheduler_kwargs = {}
-    if recipe.lr_scheduler_type == "warmup_stable_decay":
-        scheduler_kwargs = {"num_decay_steps": max(1, round(decay_proportion * max_steps)),
-                            "decay_type": recipe.decay_type}
+    if max_steps is None:
+        scheduler_type, warmup_steps, max_steps = "constant", 0, 10**9
+    else:
+        scheduler_type, warmup_steps = recipe.lr_scheduler_type, warmup_proportion
+        if recipe.lr_scheduler_type == "warmup_stable_decay":
+            scheduler_kwargs = {"num_decay_steps": max(1, round(decay_proportion * max_steps)),
+                                "decay_type": recipe.decay_type}
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
-        lr_scheduler_type=recipe.lr_scheduler_type,
+        lr_scheduler_type=scheduler_type,
         lr_scheduler_kwargs=scheduler_kwargs,
-        warmup_steps=warmup_proportion,
+        warmup_steps=warmup_steps,
         max_steps=max_steps,
         weight_decay=recipe.weight_decay,
         adam_beta1=recipe.adam_beta1,
@@ -180,9 +209,10 @@ def peer_training_arguments(
 
 def train_peer(
     recipe: PeerRecipe, shape: ModelShape, train, tokenizer: PreTrainedTokenizerBase,
-    training_args: TrainingArguments, cap: StepTimes,
+    training_args: TrainingArguments, callbacks: list[TrainerCallback],
 ) -> tuple[PreTrainedModel, TrainerState, Trainer]:
-    """Train a fresh peer with the stock Trainer and the recipe's masking, `cap` among its callbacks."""
+    """Train a fresh peer with the stock Trainer, the recipe's masking and `callbacks` (a time cap, or
+    `time_schedule`'s)."""
     set_seed(training_args.seed)
     model = build_peer(recipe, shape, tokenizer)
     trainer = Trainer(
@@ -191,7 +221,7 @@ def train_peer(
         train_dataset=train,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=recipe.mlm_probability),
         processing_class=tokenizer,
-        callbacks=[cap],
+        callbacks=callbacks,
     )
     trainer.train()
     return model, trainer.state, trainer
@@ -204,5 +234,5 @@ def probe_steps_per_second(
     """Training steps per second of the peer over `seconds` (8 steps at least), the first 3 (warm-up) left out."""
     times = StepTimes(seconds, min_steps=8)
     training_args = peer_training_arguments(recipe, output_dir, learning_rate, 10**9, batch_size, 0.06, 0.2, seed)
-    train_peer(recipe, shape, train, tokenizer, training_args, times)
+    train_peer(recipe, shape, train, tokenizer, training_args, [times])
     return (len(times.step_ends) - 3) / (times.step_ends[-1] - times.step_ends[2])

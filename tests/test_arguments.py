@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from transformers import BertConfig, ModernBertConfig, TrainerControl, TrainerSt
 from budget_bert import BudgetBertConfig
 from budget_bert.cli import UsageError
 from budget_bert.data.metadata import METADATA_NAME
-from budget_bert.pretraining.build import build_budget_callbacks
+from budget_bert.pretraining.build import build_budget_callbacks, keep_cpu_memory_if_asked
 from budget_bert.pretraining.recipe import recipe_value
 from budget_bert.pretraining.pretraining_arguments import (
     UNBOUNDED_MAX_STEPS,
@@ -393,6 +394,12 @@ def started(args):
     return time, clock, build_budget_callbacks(clock, args.budget, shard_steps=1, run_arguments={})
 
 
+def keeps_cpu_memory(args) -> bool:
+    """Whether the run would keep freed memory in the process (the allocator itself left alone)."""
+    with mock.patch("budget_bert.pretraining.build.keep_freed_memory", return_value=True) as keep:
+        return keep_cpu_memory_if_asked(args) and keep.called
+
+
 def one(callbacks, kind):
     found = [c for c in callbacks if isinstance(c, kind)]
     return found[0] if found else None
@@ -477,6 +484,7 @@ BUDGET_FLAG_EFFECTS = {
     "hub_push_timeout": (PUSH, lambda args: args.budget.push_timeout(interrupted=False)),
     "hub_push_timeout_on_preemption": (PUSH, lambda args: args.budget.push_timeout(interrupted=True)),
     "replay_schedule_from": ((), lambda args: args.replay and args.replay.record.last_step),
+    "reuse_cpu_memory": ((), keeps_cpu_memory),
 }
 BUDGET_FLAG_VALUES = {
     "total_training_time": "2", "early_exit_time_marker": "12", "lr_schedule": None, "curve": None,
@@ -487,7 +495,7 @@ BUDGET_FLAG_VALUES = {
     "num_epochs_between_checkpoints": "3", "overwrite_output_dir": True, "project_name": "budget-runs",
     "replay_schedule_from": write_schedule_record,  # a value written in the test's folder
     "hub_push_timeout": "7", "hub_push_timeout_on_preemption": "3", "cooldown_proportion": "0.5",
-    "cooldown_shape": "cosine", "end_snapshot_name": "final",
+    "cooldown_shape": "cosine", "end_snapshot_name": "final", "reuse_cpu_memory": "false",
 }
 
 

@@ -1,5 +1,6 @@
 """bench/quality_per_hour.py: a tiny grid end to end (every model trained, scored, recorded and tabled; its row
-command reruns nothing and finetunes), the choice of the best LR, the targets, and the web-bible corpus reader."""
+command reruns nothing and finetunes; the peers by steps), the peers' schedules by time, the choice of the best LR,
+the targets, and the web-bible corpus reader."""
 
 import importlib.util
 import json
@@ -10,6 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer, TrainerCallback
+
+from budget_bert.data.loading import load_prepared_dataset
+from pretraining_fixtures import SteppingTime, prepared_data  # noqa: F401  (a fixture)
+from trainer_callbacks.lr_curves import lr_factor
 
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -19,7 +25,7 @@ TINY_GRID = [
     "--vocab_size", "1000", "--num_shards", "2", "--budget_minutes", "0.05", "--seeds", "1",
     "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
     "--batch_size", "8", "--max_seq_length", "64", "--bert_learning_rates", "1e-3",
-    "--modernbert_learning_rates", "1e-3", "--probe_seconds", "1",
+    "--modernbert_learning_rates", "1e-3",
 ]
 TINY_FINETUNING = [
     "--finetune", "--finetune_budget_minutes", "0.05", "--finetune_max_steps", "2",
@@ -66,7 +72,10 @@ def test_a_tiny_grid_trains_scores_and_tables_every_model(tiny_grid):
     records = read_records(tiny_grid)
     runs = {record["model"]: record for record in records if record["kind"] == "run"}
     assert sorted(runs) == sorted(MODELS)
-    assert sorted(record["model"] for record in records if record["kind"] == "probe") == ["bert", "modernbert"]
+    assert not [record for record in records if record["kind"] == "probe"]  # the peers ran by the wall clock
+    for model in ("bert", "modernbert"):
+        assert runs[model]["settings"]["schedule"] == "time" and "planned_steps" not in runs[model]["result"]
+        assert runs[model]["result"]["train_seconds"] >= 0.05 * 60  # the budget, not a step count, ended them
     for run in runs.values():
         result = run["result"]
         assert math.isfinite(result["perplexity"]) and result["perplexity"] > 1
@@ -101,6 +110,58 @@ def test_the_row_command_reruns_nothing_and_finetunes_the_run(tiny_grid):
     assert row[7] == f"{finetuning['result']['accuracy']:.4f} (1 finetunings)"
     assert "--finetune" in row[-1]
     assert table_rows(tiny_grid)["bert"][7] == "-"
+
+
+def test_the_peers_by_steps_are_probed_planned_and_capped(tiny_grid):
+    run_bench("--work_dir", str(tiny_grid), *TINY_GRID, "--models", "modernbert", "--peer_schedule", "steps",
+              "--probe_seconds", "1")
+    records = read_records(tiny_grid)
+    (probe,) = [record for record in records if record["kind"] == "probe"]
+    assert probe["model"] == "modernbert" and probe["result"]["steps_per_second"] > 0
+    by_steps = [record for record in records
+                if record["kind"] == "run" and "probe_seconds" in record["settings"]]
+    assert [record["model"] for record in by_steps] == ["modernbert"]  # a run of its own beside the timed one
+    result = by_steps[0]["result"]
+    assert result["planned_steps"] >= 1 and (result["steps"] == result["planned_steps"]) != result[
+        "stopped_by_time_cap"]
+    assert "--peer_schedule=steps" in by_steps[0]["command"] and "--probe_seconds=1.0" in by_steps[0]["command"]
+    rows = [line for line in (tiny_grid / "results.md").read_text().splitlines() if line.startswith("| modernbert |")]
+    assert len(rows) == 2 and sum(f" of {result['planned_steps']}" in row for row in rows) == 1
+
+
+class LearningRates(TrainerCallback):
+    """Records the LR each optimizer step applied."""
+
+    def __init__(self):
+        self.applied = []
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.applied.append(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("name", ["bert", "modernbert"])
+def test_a_peer_on_the_time_schedule_follows_its_curve_over_the_budget_and_stops_at_it(
+    bench, prepared_data, tmp_path, name  # noqa: F811  (the fixture)
+):
+    import quality_peers
+
+    recipe = quality_peers.PEER_RECIPES[name]
+    shape = quality_peers.ModelShape(32, 2, 2, 64, prepared_data.max_seq_length)
+    train, _, _ = load_prepared_dataset(prepared_data.dataset)
+    tokenizer = AutoTokenizer.from_pretrained(prepared_data.tokenizer)
+    # Each step reads the clock once: one second a step, a budget of 20 steps.
+    clock, callbacks = quality_peers.time_schedule(recipe, 20.0, 0.1, 0.3, time_fn=SteppingTime(1.0))
+    applied = LearningRates()
+    args = quality_peers.peer_training_arguments(recipe, tmp_path, 1e-3, None, 4, 0.1, 0.3, seed=0)
+    _, state, _ = quality_peers.train_peer(recipe, shape, train, tokenizer, args, [*callbacks, applied])
+
+    assert state.global_step == 20 and clock.elapsed >= 20.0
+    # Step k runs at the rate of the budget used when step k - 1 ended: warmup over 2 s, then the recipe's decay.
+    expected = [1e-3 * lr_factor(k / 20, 0.1, recipe.time_curve, cooldown_proportion=0.3,
+                                 cooldown_shape=recipe.decay_type or "linear") for k in range(20)]
+    assert applied.applied == pytest.approx(expected)
+    middle = applied.applied[5:14]
+    assert (max(middle) == min(middle)) == (name == "modernbert")  # wsd holds its peak; BERT decays linearly
 
 
 def run_record(model, learning_rate, seed, loss, cell="c"):
@@ -174,6 +235,17 @@ def test_a_row_command_parses_back_to_the_same_settings(bench):
     assert parsed.model_settings("budget-bert") == args.model_settings("budget-bert")
     assert (parsed.seeds, parsed.lr_grid_seed_only, parsed.work_dir) == ([4, 5], True, "w")
     assert "--bert_learning_rates" not in command  # not a setting of budget-bert's row
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (dict(peer_schedule="epochs"), "--peer_schedule epochs: use one of time, steps"),
+    (dict(probe_seconds=5.0), "--probe_seconds sets the peers' max_steps under --peer_schedule steps only"),
+])
+def test_a_schedule_flag_that_cannot_act_is_refused(bench, flags, message):
+    quality, _ = bench
+    with pytest.raises(ValueError, match=message):
+        quality.QualityPerHourArguments(**flags)
+    quality.QualityPerHourArguments(peer_schedule="steps", probe_seconds=5.0)  # the probe acts on steps
 
 
 def test_a_missing_data_package_is_one_error_naming_the_pip_command(bench, monkeypatch):

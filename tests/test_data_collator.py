@@ -66,6 +66,24 @@ def test_special_tokens_and_padding_are_never_masked(tokenizer):
     assert (batch["labels"][:, 1:-1] != -100).float().mean() > 0.8
 
 
+def test_a_batch_without_padding_has_no_attention_mask_and_the_same_loss(tokenizer):
+    from modeling_fixtures import tiny_config
+
+    from budget_bert import BudgetBertForMaskedLM
+
+    examples = _examples(4)
+    batch = DataCollatorForBertPretraining(tokenizer, seed=0)(examples)
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (4, SEQ_LEN)
+    padded = DataCollatorForBertPretraining(tokenizer, seed=0)([*examples[:3], {"input_ids": [CLS, 10, SEP]}])
+    assert padded["attention_mask"].sum(dim=1).tolist() == [SEQ_LEN] * 3 + [3]
+
+    model = BudgetBertForMaskedLM(tiny_config(vocab_size=VOCAB, max_position_embeddings=SEQ_LEN)).eval()
+    with torch.no_grad():
+        unmasked = model(**batch).loss
+        ones = model(**batch, attention_mask=torch.ones_like(batch["input_ids"])).loss
+    assert torch.allclose(unmasked, ones)
+
+
 def test_max_predictions_per_seq_caps_each_row_at_random_positions(tokenizer):
     examples = _examples(128)
     batch = DataCollatorForBertPretraining(tokenizer, mlm_probability=0.5, max_predictions_per_seq=5, seed=0)(examples)

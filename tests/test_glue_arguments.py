@@ -100,3 +100,16 @@ def test_best_model_metric_defaults_to_the_headline_unless_chosen():
     assert args.metric_for_best_model is None  # the original is left alone
     chosen = TrainingArguments(output_dir="o", eval_strategy="steps", use_cpu=True, metric_for_best_model="accuracy")
     assert with_best_model_metric(chosen, "f1", greater_is_better=True) is chosen
+
+
+@pytest.mark.parametrize(("flags", "greater_is_better"), [
+    (["--metric_for_best_model", "mse"], False),  # the Trainer alone would maximise it
+    (["--metric_for_best_model", "eval_mse"], False),
+    (["--metric_for_best_model", "mse", "--greater_is_better", "true"], True),  # told: the flag wins
+    (["--metric_for_best_model", "mse", "--greater-is-better=true"], True),
+    (["--metric_for_best_model", "accuracy"], True),
+    (["--metric_for_best_model", "loss"], False),
+])
+def test_a_metric_where_lower_is_better_is_minimised_unless_told(flags, greater_is_better):
+    *_, training_args = parse_args([*SEED_COMMAND, *flags])
+    assert training_args.greater_is_better is greater_is_better

@@ -1,5 +1,5 @@
-"""bench/model_throughput.py: flag validation, config overrides, the ModernBERT reference, the FLOP count, and one
-tiny interleaved run."""
+"""bench/model_throughput.py: flag validation, config overrides, the ModernBERT reference, the FLOP count, one
+tiny interleaved run, and each model's inputs."""
 
 import importlib.util
 from pathlib import Path
@@ -135,6 +135,28 @@ def test_a_tiny_interleaved_run_reports_every_model_the_ratios_and_mfu(bench):
     for name, mfu in results["mfu"].items():
         flops = bench.flops_per_token(models[name], args)
         assert mfu == pytest.approx(results["tokens_per_second"][name] * flops / 1e12)
+
+
+def test_budget_bert_steps_without_the_all_ones_mask_and_the_references_with_it(bench, monkeypatch):
+    inputs = {}
+
+    class RecordingTrainee(bench.Trainee):
+        def run(self, batches):
+            wrapped = self.model.forward
+
+            def forward(**batch):
+                inputs[type(self.model).__name__] = sorted(batch)
+                return wrapped(**batch)
+
+            self.model.forward = forward
+            return super().run(batches)
+
+    monkeypatch.setattr(bench, "Trainee", RecordingTrainee)
+    bench.benchmark(bench.BenchmarkArguments(**TINY_RUN, references="bert,modernbert,budget_bert_defaults"))
+    # What each gets in training: run_mlm.py's collator drops a mask of ones, the stock collator does not.
+    assert inputs == {"BudgetBertForMaskedLM": ["input_ids", "labels"],
+                      "BertForMaskedLM": ["attention_mask", "input_ids", "labels"],
+                      "ModernBertForMaskedLM": ["attention_mask", "input_ids", "labels"]}
 
 
 def test_measure_peak_times_matrix_products_and_uses_the_rate_for_mfu(bench, monkeypatch):

@@ -15,7 +15,9 @@ class DataCollatorForBertPretraining(DataCollatorForLanguageModeling):
 
     Everything is `DataCollatorForLanguageModeling` (padding, `mlm_probability`, the 80/10/10 split set by
     `mask_replace_prob`/`random_replace_prob`, labels -100 on unmasked positions, a seeded generator through
-    `seed`), with two changes inside `torch_mask_tokens`:
+    `seed`), with an attention mask only where a batch has padding (packed sequences fill every position: a model
+    given no mask attends everywhere without testing a mask of ones, which on a GPU costs a host sync per step),
+    and two changes inside `torch_mask_tokens`:
 
     - when examples carry no `special_tokens_mask`, it is derived from the token ids in one vectorised test
       against the tokenizer's special ids (so prepared data stores only `input_ids`); special tokens and padding
@@ -47,6 +49,14 @@ class DataCollatorForBertPretraining(DataCollatorForLanguageModeling):
         if problems:
             raise ValueError("; ".join(problems))
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
+
+    def torch_call(self, examples: list[Any]) -> dict[str, Any]:
+        """The parent's batch, without its `attention_mask` when that keeps every position."""
+        batch = super().torch_call(examples)
+        attention_mask = batch.get("attention_mask")
+        if attention_mask is not None and bool(attention_mask.all()):
+            del batch["attention_mask"]
+        return batch
 
     def torch_mask_tokens(
         self, inputs: torch.Tensor, special_tokens_mask: Any | None = None, offset_mapping: Any | None = None

@@ -24,7 +24,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from budget_bert.cli import UsageError, json_file_argv, usage_error
-from budget_bert.glue.tasks import GLUE_TASKS, get_task
+from budget_bert.glue.tasks import GLUE_TASKS, LOWER_IS_BETTER, get_task
 
 # Legacy spelling -> canonical TrainingArguments field.
 FLAG_ALIASES: dict[str, str] = {"evaluation_strategy": "eval_strategy"}
@@ -290,11 +290,23 @@ def parse_args(
             args=argv, look_for_args_file=False
         )
         check_consistency(data_args, finetune_args, training_args)
+        training_args = minimise_lower_is_better_metric(training_args, argv)
     except UsageError:
         raise
     except ValueError as error:
         raise usage_error(error) from None
     return model_args, data_args, finetune_args, training_args
+
+
+def minimise_lower_is_better_metric(training_args: TrainingArguments, argv: list[str]) -> TrainingArguments:
+    """`--metric_for_best_model mse` (a metric where lower is better) without `--greater_is_better`: a copy that
+    minimises it. The Trainer alone would maximise it: it minimises only names ending in "loss"."""
+    metric = training_args.metric_for_best_model
+    told = any(token.startswith("--") and token[2:].partition("=")[0].replace("-", "_") == "greater_is_better"
+               for token in argv)
+    if metric is None or told or metric.removeprefix("eval_") not in LOWER_IS_BETTER:
+        return training_args
+    return dataclasses.replace(training_args, greater_is_better=False)
 
 
 def with_best_model_metric(training_args: TrainingArguments, metric: str, greater_is_better: bool) -> TrainingArguments:

@@ -51,9 +51,6 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "mse": _mse,
 }
 
-# Metrics where a smaller value is better; every other metric is maximised.
-LOWER_IS_BETTER = frozenset({"mse"})
-
 
 _BINARY_METRICS = ("accuracy", "f1", "matthews_correlation")
 

@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from budget_bert.glue.glue_arguments import DataArguments, FinetuneArguments, with_best_model_metric
 from budget_bert.glue.glue_data import LabelSpec
-from budget_bert.glue.metrics import LOWER_IS_BETTER
+from budget_bert.glue.tasks import LOWER_IS_BETTER
 
 logger = hf_logging.get_logger(__name__)
 

@@ -17,6 +17,8 @@ majority-class predictions), so the average runs over the other eight tasks.
 from dataclasses import dataclass
 
 HUB_DATASET = "nyu-mll/glue"
+# Metrics where a smaller value is better; every other metric is maximised.
+LOWER_IS_BETTER = frozenset({"mse"})
 
 
 @dataclass(frozen=True)

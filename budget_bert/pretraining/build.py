@@ -39,6 +39,7 @@ from budget_bert.data.tokenization import load_tokenizer
 from budget_bert.hub.model_card import ModelCardInfo
 from budget_bert.hub.pusher import SnapshotPusher
 from budget_bert.hub.redaction import redact_secrets
+from budget_bert.pretraining.cpu_memory import keep_freed_memory
 from budget_bert.pretraining.model_config import config_for_tokenizer
 from budget_bert.pretraining.pretraining_arguments import (
     BudgetArguments,
@@ -368,6 +369,15 @@ class Pretraining:
             torch.distributed.destroy_process_group()
 
 
+def keep_cpu_memory_if_asked(args: PretrainingArguments) -> bool:
+    """With `--reuse_cpu_memory` on a CPU run, keep freed memory in the process (`keep_freed_memory`); whether it
+    applied."""
+    if not (args.budget.reuse_cpu_memory and args.training.device.type == "cpu" and keep_freed_memory()):
+        return False
+    logger.info("Freed memory stays in the process for the next step (--reuse_cpu_memory).")
+    return True
+
+
 def build_pretraining(
     args: PretrainingArguments, clock: BudgetClock | None = None, resume_line: str | None = None
 ) -> Pretraining:
@@ -382,6 +392,7 @@ def build_pretraining(
     Raises:
         UsageError: data that does not fit the flags (missing, empty, another vocabulary).
     """
+    keep_cpu_memory_if_asked(args)
     try:
         tokenizer = load_pretraining_tokenizer(args)
         data = load_pretraining_data(args.data, tokenizer, args.training)
