@@ -99,6 +99,8 @@ MODERNBERT_RECIPE = PeerRecipe(
     source="Warner et al. 2024 (ModernBERT)",
 )
 PEER_RECIPES = {recipe.name: recipe for recipe in (BERT_RECIPE, MODERNBERT_RECIPE)}
+# max_steps of a run that a callback ends (the probe's StepTimes, or the budget under `time_schedule`).
+NO_STEP_LIMIT = 10**9
 
 
 class StepTimes(TrainerCallback):
@@ -179,7 +181,7 @@ def peer_training_arguments(
     """
     scheduler_kwargs = {}
     if max_steps is None:
-        scheduler_type, warmup_steps, max_steps = "constant", 0, 10**9
+        scheduler_type, warmup_steps, max_steps = "constant", 0, NO_STEP_LIMIT
     else:
         scheduler_type, warmup_steps = recipe.lr_scheduler_type, warmup_proportion
         if recipe.lr_scheduler_type == "warmup_stable_decay":
@@ -233,6 +235,8 @@ def probe_steps_per_second(
 ) -> float:
     """Training steps per second of the peer over `seconds` (8 steps at least), the first 3 (warm-up) left out."""
     times = StepTimes(seconds, min_steps=8)
-    training_args = peer_training_arguments(recipe, output_dir, learning_rate, 10**9, batch_size, 0.06, 0.2, seed)
+    training_args = peer_training_arguments(
+        recipe, output_dir, learning_rate, NO_STEP_LIMIT, batch_size, 0.06, 0.2, seed
+    )
     train_peer(recipe, shape, train, tokenizer, training_args, [times])
     return (len(times.step_ends) - 3) / (times.step_ends[-1] - times.step_ends[2])

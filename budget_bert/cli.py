@@ -110,6 +110,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+def given_flags(argv: Sequence[str]) -> set[str]:
+    """Names of the flags that appear on the command line, with underscores (to tell an explicit value from a
+    default)."""
+    return {token[2:].split("=", 1)[0].replace("-", "_") for token in argv if token.startswith("--")}
+
+
 def json_file_argv(argv: Sequence[str] | None = None) -> list[str]:
     """
     The command line, with a single `.json` argument (`script.py args.json`, as HuggingFace's scripts accept)

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from budget_bert.cli import UsageError, json_file_argv, usage_error
+from budget_bert.cli import UsageError, given_flags, json_file_argv, usage_error
 from budget_bert.glue.tasks import GLUE_TASKS, LOWER_IS_BETTER, get_task
 
 # Legacy spelling -> canonical TrainingArguments field.
@@ -302,8 +302,7 @@ def minimise_lower_is_better_metric(training_args: TrainingArguments, argv: list
     """`--metric_for_best_model mse` (a metric where lower is better) without `--greater_is_better`: a copy that
     minimises it. The Trainer alone would maximise it: it minimises only names ending in "loss"."""
     metric = training_args.metric_for_best_model
-    told = any(token.startswith("--") and token[2:].partition("=")[0].replace("-", "_") == "greater_is_better"
-               for token in argv)
+    told = "greater_is_better" in given_flags(argv)
     if metric is None or told or metric.removeprefix("eval_") not in LOWER_IS_BETTER:
         return training_args
     return dataclasses.replace(training_args, greater_is_better=False)

@@ -24,7 +24,14 @@ import torch
 from transformers import HfArgumentParser, PretrainedConfig, TrainingArguments
 from transformers.utils import logging
 
-from budget_bert.cli import CheckedArguments, UsageError, json_file_argv, raise_problems, setup_logging
+from budget_bert.cli import (
+    CheckedArguments,
+    UsageError,
+    given_flags,
+    json_file_argv,
+    raise_problems,
+    setup_logging,
+)
 from budget_bert.data.data_arguments import TextDataArguments
 from budget_bert.data.loading import load_prepared_metadata
 from budget_bert.data.metadata import TOKENIZER_DIR, PreparedDataMetadata
@@ -508,15 +515,6 @@ _TRAINER_PUSH_FLAGS = {"hub_strategy", "hub_revision", "hub_always_push"}
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, BudgetArguments, SeedArguments, TrainingArguments)
 
 
-def _given_flags(argv: list[str]) -> set[str]:
-    """Names of the flags that appear on the command line (to tell an explicit value from a default)."""
-    names = set()
-    for token in argv:
-        if token.startswith("--"):
-            names.add(token[2:].split("=", 1)[0].replace("-", "_"))
-    return names
-
-
 def _expand_bare_deepspeed(argv: list[str]) -> list[str]:
     """The seed passes `--deepspeed` with no file: mark it so a config is built from the flags."""
     out = []
@@ -758,7 +756,7 @@ def parse_pretraining_args(argv: list[str] | None = None) -> PretrainingArgument
     namespace, unknown = parser.parse_known_args(_expand_bare_deepspeed(argv))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (see run_mlm.py -h)")
-    given = _given_flags(argv)
+    given = given_flags(argv)
     values = {
         cls.__name__: {f.name: getattr(namespace, f.name) for f in fields(cls) if f.init and hasattr(namespace, f.name)}
         for cls in ARGUMENT_CLASSES
